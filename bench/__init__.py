@@ -1,0 +1,1 @@
+"""Benchmarks: fastconv backends against PyTorch CPU (``python -m bench`` or ``fastconv bench``)."""

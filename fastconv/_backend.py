@@ -1,0 +1,125 @@
+"""Backend registry: which implementation of the kernel contract (docs/KERNELS.md) runs.
+
+A backend is a module exposing the functions of the contract. ``reference`` (pure NumPy)
+always loads; the compiled ones register a loader here and are imported lazily.
+"""
+import contextlib
+import importlib
+import os
+
+# name -> (module path, how to get it when it does not load); listed fastest first.
+_REGISTRY = {
+    "cython": (
+        "fastconv.kernels.cython_kernels",
+        "build the Cython extension: `pip install -e .` (needs Cython and a C compiler with OpenMP)",
+    ),
+    "numba": (
+        "fastconv.kernels.numba_kernels",
+        "install Numba: `pip install numba`",
+    ),
+    "reference": ("fastconv.reference", "it is part of fastconv and should always load"),
+}
+_loaded = {}
+_errors = {}
+_current = None
+
+
+def register_backend(name, module_path, how_to_get="", first=False):
+    """Register a backend module by import path. ``first=True`` makes it the preferred default."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"backend name must be a non-empty str, got {name!r}")
+    global _REGISTRY
+    entry = (module_path, how_to_get)
+    items = [(k, v) for k, v in _REGISTRY.items() if k != name]
+    _REGISTRY = dict([(name, entry)] + items if first else items + [(name, entry)])
+    _loaded.pop(name, None)
+    _errors.pop(name, None)
+
+
+def _load(name):
+    if name in _loaded:
+        return _loaded[name]
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; expected one of {sorted(_REGISTRY)}")
+    module_path, how_to_get = _REGISTRY[name]
+    if name in _errors:
+        raise ImportError(f"backend {name!r} is not available ({_errors[name]}); to get it, {how_to_get}")
+    try:
+        module = importlib.import_module(module_path)
+    except Exception as exc:  # ImportError, or a broken build raising something else
+        _errors[name] = f"{type(exc).__name__}: {exc}"
+        raise ImportError(f"backend {name!r} is not available ({_errors[name]}); to get it, {how_to_get}") from exc
+    _loaded[name] = module
+    return module
+
+
+def available_backends():
+    """Names of the backends that really load on this machine, fastest first."""
+    names = []
+    for name in _REGISTRY:
+        try:
+            _load(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def _default_name():
+    env = os.environ.get("FASTCONV_BACKEND")
+    if env:
+        _load(env)  # a wrong name or a missing build raises with the how-to
+        return env
+    return available_backends()[0]
+
+
+def get_backend():
+    """Name of the backend in use (``FASTCONV_BACKEND`` or the fastest available by default)."""
+    global _current
+    if _current is None:
+        _current = _default_name()
+    return _current
+
+
+def set_backend(name):
+    """Use backend ``name`` from now on; raises ImportError saying how to get it if it does not load."""
+    global _current
+    _load(name)
+    _current = name
+
+
+def backend_module(name=None):
+    """The module implementing the kernel contract for ``name`` (default: the current backend)."""
+    return _load(get_backend() if name is None else name)
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager: ``with fc.use_backend("numba"): ...`` restores the previous backend after."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield name
+    finally:
+        set_backend(previous)
+
+
+def set_num_threads(n):
+    """Set the thread count of OpenMP (Cython kernels), Numba and BLAS together."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)  # BLAS and OpenMP runtimes already loaded
+    except ImportError:
+        pass
+    for name in ("numba", "cython"):
+        module = _loaded.get(name)
+        setter = getattr(module, "set_num_threads", None)
+        if setter is not None:
+            setter(n)

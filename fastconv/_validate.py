@@ -1,0 +1,62 @@
+"""Argument checks run in Python before any kernel: wrong calls raise TypeError/ValueError."""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(x, name, ndim, layout):
+    """Check that ``x`` is a float32/float64 ndarray with ``ndim`` dims; return it C-contiguous.
+
+    A non-contiguous (or Fortran-ordered) input is copied to C order: kernels read raw memory.
+    ``layout`` names the dims for the message, e.g. "(N, C, H, W)".
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray {layout}, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {x.shape}")
+    if 0 in x.shape:
+        raise ValueError(f"{name} must not be empty, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def same_dtype(x, ref, what, ref_name):
+    """Raise TypeError unless ``x`` has the dtype of ``ref`` (no silent casts)."""
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{what} has dtype {x.dtype} but {ref_name} has dtype {ref.dtype}; "
+                        f"convert with .astype(np.{ref.dtype})")
+
+
+def int_tuple(value, n, name, minimum):
+    """Turn an int or a length-``n`` sequence of ints into a tuple, each ``>= minimum``."""
+    items = (value,) * n if isinstance(value, numbers.Integral) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}") from None
+    if len(items) != n or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                  for v in items):
+        raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+    if any(v < minimum for v in items):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return tuple(int(v) for v in items)
+
+
+def conv_output_size(size, kernel, stride, padding, dilation, what):
+    """``floor((size + 2p - d(k-1) - 1)/s) + 1``; ValueError when the window does not fit."""
+    span = dilation * (kernel - 1) + 1
+    if size + 2 * padding < span:
+        raise ValueError(f"{what}: input size {size} with padding {padding} is smaller than the "
+                         f"kernel span {span} (kernel {kernel}, dilation {dilation})")
+    return (size + 2 * padding - span) // stride + 1
+
+
+def check_grad_shape(dy, expected, name="dy"):
+    """Gradients must have the shape of the forward output."""
+    if not isinstance(dy, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(dy).__name__}")
+    if dy.shape != tuple(expected):
+        raise ValueError(f"{name} must have the forward output's shape {tuple(expected)}, got {dy.shape}")

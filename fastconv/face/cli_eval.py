@@ -1,0 +1,275 @@
+"""Evaluation subcommands of ``fastconv face``: eval, verify, embed, export-onnx.
+
+``fastconv/face/cli.py`` calls :func:`add_eval_commands` on its subparsers; each command
+sets ``func(args) -> int`` (0 = success, 2 = bad input).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+__all__ = ["add_eval_commands", "main"]
+
+
+def _load_model(path, device):
+    """-> (model in eval mode on ``device``, meta dict). Separate so tests can patch it."""
+    from .checkpoint import load_for_inference
+
+    return load_for_inference(path, map_location=str(device))
+
+
+def _preprocess(meta):
+    from .data import Preprocess
+
+    if "preprocess" not in meta:
+        raise ValueError("checkpoint meta has no 'preprocess' entry")
+    return Preprocess.from_dict(dict(meta["preprocess"]))
+
+
+def _add_common(p, checkpoint=True):
+    if checkpoint:
+        p.add_argument("--checkpoint", "-c", required=True, help="checkpoint written by `fastconv face train`")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to run the model (auto: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+
+
+def _positive_int(text):
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def add_eval_commands(subparsers) -> None:
+    """Add the ``eval``, ``verify``, ``embed`` and ``export-onnx`` subcommands."""
+    from fastconv.paths import lfw_root
+
+    # eval
+    p = subparsers.add_parser(
+        "eval", help="verification metrics on LFW protocols or a pairs file",
+        description="Score image pairs and report EER, AUC, TAR@FAR and accuracy. "
+                    "Give --pairs FILE (LFW pairs file, detected by its header, or CSV "
+                    "'path_a,path_b,label') or --protocol view1|view2 [--fold K]. "
+                    "view2 without --fold scores all of pairs.txt with 10-fold accuracy.")
+    _add_common(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pairs", help="LFW pairs file or CSV of 'path_a,path_b,label'")
+    src.add_argument("--protocol", choices=["view1", "view2"], help="LFW protocol")
+    p.add_argument("--fold", type=int, default=None,
+                   help="View 2 fold 1..10 (the test fold; default: all ten folds)")
+    p.add_argument("--lfw", default=None, help=f"LFW folder with the protocol files (default {lfw_root()})")
+    p.add_argument("--root", default=None,
+                   help="image root the pair paths are relative to (default: <lfw>/lfw-deepfunneled)")
+    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
+    p.add_argument("--out", default=None, help="folder for metrics.json, scores.csv, roc.png, scores_hist.png")
+    p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: $FASTCONV_CACHE/images)")
+    p.set_defaults(func=cmd_eval)
+
+    # verify
+    p = subparsers.add_parser(
+        "verify", help="are two face images the same person?",
+        description="Cosine score of two images and a same/different decision at the checkpoint's "
+                    "stored threshold (or --threshold). Images that are not 250x250 get their shorter "
+                    "side resized to 250 and are centre-cropped to 250x250 first, then preprocessed "
+                    "exactly like training (crop and size from the checkpoint).")
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+    _add_common(p)
+    p.add_argument("--threshold", type=float, default=None, help="cosine threshold (overrides the checkpoint's)")
+    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
+    p.set_defaults(func=cmd_verify)
+
+    # embed
+    p = subparsers.add_parser(
+        "embed", help="embed every image under a folder",
+        description="Embed every image under DIR (recursive; identity folders or flat) and write "
+                    "(N, D) float32 L2-normalised embeddings to --out (.npy) plus a sidecar .json "
+                    "listing the image paths in row order and any skipped files.")
+    p.add_argument("directory")
+    _add_common(p)
+    p.add_argument("--out", "-o", required=True, help="output .npy file")
+    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
+    p.set_defaults(func=cmd_embed)
+
+    # export-onnx
+    p = subparsers.add_parser(
+        "export-onnx", help="export the embedding model to ONNX",
+        description="Export to ONNX (input: normalised float (batch,3,S,S); output: (batch,D) "
+                    "embeddings) and check parity with onnxruntime.")
+    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument("--out", "-o", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.set_defaults(func=cmd_export_onnx)
+
+
+def _fail(msg) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _pairs_for(args):
+    """-> (pairs, folds or None, image root, description)."""
+    from fastconv.paths import lfw_root
+
+    from .lfw import read_pairs_any
+    from .protocols import view1, view2_all, view2_fold
+
+    lfw = args.lfw if args.lfw is not None else os.fspath(lfw_root())
+    root = args.root if args.root is not None else os.path.join(lfw, "lfw-deepfunneled")
+    if args.pairs is not None:
+        if args.fold is not None:
+            raise ValueError("--fold only applies to --protocol view2")
+        pairs, folds = read_pairs_any(args.pairs)
+        return pairs, folds, root, f"pairs file {args.pairs}"
+    if args.protocol == "view1":
+        if args.fold is not None:
+            raise ValueError("--fold only applies to --protocol view2")
+        return view1(lfw).test_pairs, None, root, "LFW View 1 (pairsDevTest.txt)"
+    if args.fold is None:
+        pairs, folds = view2_all(lfw)
+        return pairs, folds, root, "LFW View 2, all 10 folds of pairs.txt"
+    return view2_fold(lfw, args.fold).test_pairs, None, root, f"LFW View 2 fold {args.fold} of pairs.txt"
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate_pairs, format_report, resolve_device
+
+    try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        device = resolve_device(args.device)
+        pairs, folds, root, what = _pairs_for(args)
+        model, meta = _load_model(args.checkpoint, device)
+        pre = _preprocess(meta)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        return _fail(exc)
+    print(f"evaluating {args.checkpoint} ({meta.get('model_name', '?')}, {pre.size}x{pre.size}, "
+          f"crop {pre.crop}) on {what}")
+    print(f"images from {root}; flip TTA {'off' if args.no_flip else 'on'}; device {device}")
+    try:
+        report = evaluate_pairs(
+            model, pairs, root, pre, folds=folds, out_dir=args.out, threshold=meta.get("threshold"),
+            extra={"checkpoint": os.fspath(args.checkpoint), "pairs_source": what,
+                   "model_name": meta.get("model_name")},
+            cache_dir=args.cache_dir, flip=not args.no_flip, device=device, batch_size=args.batch_size,
+        )
+    except (ValueError, TypeError, OSError) as exc:
+        return _fail(exc)
+    print(format_report(report))
+    if args.out is not None:
+        print(f"wrote metrics.json, scores.csv, roc.png, scores_hist.png to {args.out}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    import numpy as np
+
+    from .data import load_image
+    from .evaluate import embed, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+        model, meta = _load_model(args.checkpoint, device)
+        pre = _preprocess(meta)
+        images = np.stack([load_image(args.image_a, pre), load_image(args.image_b, pre)])
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        return _fail(exc)
+    e = embed(model, images, flip=not args.no_flip, device=device)
+    score = float(e[0] @ e[1])
+    if args.threshold is not None:
+        thr, source = args.threshold, "--threshold"
+    elif meta.get("threshold") is not None:
+        thr = float(meta["threshold"])
+        source = meta.get("threshold_source") or "stored in the checkpoint (chosen on its validation pairs)"
+    else:
+        thr, source = None, None
+    print(f"cosine score: {score:.4f}")
+    if thr is None:
+        print("no threshold: the checkpoint stores none; pass --threshold T to decide same/different")
+        return 0
+    verdict = "same" if score >= thr else "different"
+    print(f"threshold:    {thr:.4f} ({source})")
+    print(f"decision:     {verdict}")
+    return 0
+
+
+def _atomic_save_npy(path, arr):
+    from .data import _atomic_write
+    import numpy as np
+
+    _atomic_write(path, lambda fh: np.save(fh, arr))
+
+
+def cmd_embed(args) -> int:
+    from .data import decode_images, list_images
+    from .evaluate import embed, resolve_device
+    from .data import _atomic_write
+
+    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
+    sidecar = out[:-4] + ".json"
+    try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        device = resolve_device(args.device)
+        relpaths = list_images(args.directory)
+        if not relpaths:
+            raise ValueError(f"no images ({', '.join(('.jpg', '.png'))}, ...) found under {args.directory}")
+        model, meta = _load_model(args.checkpoint, device)
+        pre = _preprocess(meta)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        return _fail(exc)
+    images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable images (listed in {sidecar})", file=sys.stderr)
+    if not len(kept):
+        return _fail(f"none of the {len(relpaths)} images under {args.directory} could be read")
+    emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
+    _atomic_save_npy(out, emb)
+    info = {
+        "root": os.path.abspath(args.directory),
+        "paths": [relpaths[i] for i in kept],
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "shape": list(emb.shape),
+        "checkpoint": os.fspath(args.checkpoint),
+        "preprocess": pre.to_dict(),
+        "flip": not args.no_flip,
+    }
+    text = json.dumps(info, indent=1)
+    _atomic_write(sidecar, lambda fh: fh.write(text.encode()))
+    print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    from .export import export_onnx
+
+    try:
+        model, meta = _load_model(args.checkpoint, "cpu")
+        pre = _preprocess(meta)
+        diff = export_onnx(model, args.out, pre.size, opset=args.opset, check=not args.no_check)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        return _fail(exc)
+    except RuntimeError as exc:
+        return _fail(exc)
+    print(f"exported {args.out}: input 'input' float32 (batch, 3, {pre.size}, {pre.size}) normalised "
+          f"as (x/255 - 0.5)/0.5, output 'embedding' (batch, {meta.get('embedding_size', 'D')})")
+    if not args.no_check:
+        print(f"onnxruntime parity: max |torch - onnx| = {diff:.3g}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry point (``python -m fastconv.face.cli_eval eval ...``)."""
+    parser = argparse.ArgumentParser(prog="fastconv face")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_eval_commands(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""Face images: preprocessing, identity-folder scanning, an on-disk decode cache and a Dataset.
+
+Preprocessing (identical for training, evaluation and ``fastconv face verify``):
+
+1. decode as RGB;
+2. if the image is not 250x250 (the LFW size), resize its shorter side to 250
+   (bilinear) and centre-crop 250x250, so any photo framed like LFW maps onto LFW;
+3. centre-crop ``crop`` x ``crop`` pixels;
+4. resize to ``size`` x ``size`` (bilinear, antialiased when shrinking).
+
+Both presets use a 150 px centre crop: deep-funneled LFW faces are centred and the
+face box is about 110-120 px (the detector box enlarged 2.2x into 250 px), so 150 px keeps
+forehead, chin and both ears with a small margin, while dropping most of the background.
+The 112 preset keeps the same field of view at a finer resolution (150 -> 112 is only a
+1.34x shrink), so models at both sizes see the same part of the face.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Preprocess",
+    "PRESETS",
+    "CANONICAL",
+    "UnreadableImage",
+    "load_image",
+    "IMAGE_EXTENSIONS",
+    "list_images",
+    "scan_identity_folder",
+    "decode_images",
+    "ImageCache",
+    "normalize",
+    "FaceDataset",
+    "training_set",
+]
+
+log = logging.getLogger(__name__)
+
+CANONICAL = 250  # LFW image side; other images are mapped onto this frame first
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Centre-crop ``crop`` px of the 250x250 image and resize to ``size`` x ``size`` RGB."""
+
+    size: int = 64
+    crop: int = 150
+
+    def __post_init__(self):
+        for name in ("size", "crop"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"Preprocess.{name} must be an int, got {type(v).__name__}")
+        if not 8 <= self.size <= 1024:
+            raise ValueError(f"Preprocess.size must be in 8..1024, got {self.size}")
+        if not 1 <= self.crop <= CANONICAL:
+            raise ValueError(f"Preprocess.crop must be in 1..{CANONICAL}, got {self.crop}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "Preprocess":
+        if isinstance(d, cls):
+            return d
+        if not isinstance(d, dict):
+            raise TypeError(f"Preprocess.from_dict expects a dict, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown Preprocess keys {sorted(unknown)}, expected a subset of {sorted(known)}")
+        return cls(**d)
+
+
+PRESETS = {
+    "112": Preprocess(size=112, crop=150),
+    "64": Preprocess(size=64, crop=150),
+}
+
+
+class UnreadableImage(ValueError):
+    """An image file that is missing, corrupt or not an image."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def _decode(path):
+    """Decode ``path`` to an RGB PIL image (fully loaded). Separate so tests can patch it."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return im.convert("RGB")
+
+
+def load_image(path, pre: Preprocess) -> np.ndarray:
+    """Read and preprocess one image -> uint8 (3, size, size). Raises ``UnreadableImage``."""
+    from PIL import Image
+
+    if not isinstance(pre, Preprocess):
+        raise TypeError(f"pre must be a Preprocess, got {type(pre).__name__}")
+    if not os.path.isfile(path):
+        raise UnreadableImage(path, "missing file")
+    try:
+        im = _decode(path)
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from None
+    w, h = im.size
+    if (w, h) != (CANONICAL, CANONICAL):
+        scale = CANONICAL / min(w, h)
+        nw, nh = max(CANONICAL, round(w * scale)), max(CANONICAL, round(h * scale))
+        im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+        left, top = (nw - CANONICAL) // 2, (nh - CANONICAL) // 2
+        im = im.crop((left, top, left + CANONICAL, top + CANONICAL))
+    off = (CANONICAL - pre.crop) // 2
+    im = im.crop((off, off, off + pre.crop, off + pre.crop))
+    if pre.crop != pre.size:
+        im = im.resize((pre.size, pre.size), Image.Resampling.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)  # (S, S, 3)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _check_root(root):
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise ValueError(f"image root {root} is not a directory")
+    return root
+
+
+def list_images(root) -> list[str]:
+    """All image files under ``root`` (recursive), as sorted '/'-separated relative paths."""
+    root = _check_root(root)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for fn in filenames:
+            if fn.lower().endswith(IMAGE_EXTENSIONS) and not fn.startswith("."):
+                rel = os.path.relpath(os.path.join(dirpath, fn), root)
+                out.append(rel.replace(os.sep, "/"))
+    return sorted(out)
+
+
+def scan_identity_folder(root, people: dict[str, int] | None = None, min_images: int = 1):
+    """Scan ``root/<identity>/<image>`` -> (relpaths, labels int64 (N,) in 0..K-1, class names sorted).
+
+    With ``people``, only those identities are used (missing ones are warned about).
+    Identities with fewer than ``min_images`` images are dropped.
+    """
+    root = _check_root(root)
+    if isinstance(min_images, bool) or not isinstance(min_images, int) or min_images < 1:
+        raise ValueError(f"min_images must be an int >= 1, got {min_images!r}")
+    names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if people is not None:
+        wanted = set(people)
+        missing = sorted(wanted - set(names))
+        if missing:
+            msg = f"{len(missing)} identities not found under {root}: {', '.join(missing[:5])}"
+            warnings.warn(msg + (" ..." if len(missing) > 5 else ""), stacklevel=2)
+        names = [n for n in names if n in wanted]
+    relpaths, labels, classes = [], [], []
+    for name in names:
+        files = sorted(
+            f for f in os.listdir(os.path.join(root, name))
+            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+        )
+        if len(files) < min_images:
+            continue
+        label = len(classes)
+        classes.append(name)
+        relpaths.extend(f"{name}/{f}" for f in files)
+        labels.extend([label] * len(files))
+    return relpaths, np.asarray(labels, dtype=np.int64), classes
+
+
+def _resolve(root, rel):
+    return rel if os.path.isabs(rel) else os.path.join(root, rel)
+
+
+def decode_images(root, relpaths, pre: Preprocess, progress=True, workers=2):
+    """Decode ``relpaths`` -> (images uint8 (M,3,S,S), kept int64 (M,), skipped [(relpath, reason)])."""
+    root = os.fspath(root)
+    n = len(relpaths)
+    out = np.empty((n, 3, pre.size, pre.size), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    skipped = []
+
+    def work(i):
+        try:
+            out[i] = load_image(_resolve(root, relpaths[i]), pre)
+            return i, None
+        except UnreadableImage as exc:
+            return i, exc.reason
+
+    bar = None
+    if progress and n:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"decoding {n} images", unit="img", leave=False)
+    with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        for i, reason in pool.map(work, range(n), chunksize=64):
+            if reason is None:
+                ok[i] = True
+            else:
+                skipped.append((relpaths[i], reason))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    kept = np.flatnonzero(ok).astype(np.int64)
+    images = out if kept.size == n else out[kept]
+    return images, kept, skipped
+
+
+def _report_skipped(skipped, total):
+    if not skipped:
+        return
+    shown = "; ".join(f"{p} ({r})" for p, r in skipped[:5])
+    msg = f"skipped {len(skipped)} unreadable images of {total}: {shown}" + (" ..." if len(skipped) > 5 else "")
+    log.warning(msg)
+    warnings.warn(msg, stacklevel=3)
+
+
+def _atomic_write(path, write_fn):
+    """Write via ``write_fn(file_object)`` into a temp file beside ``path``, then rename."""
+    d = os.path.dirname(os.fspath(path)) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write_fn(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ImageCache:
+    """Decode images once into ``<cache_dir>/images-<key>.npy``; later loads memory-map it.
+
+    The key hashes the preprocess settings, the absolute image root and the file list.
+    Unreadable or missing files are skipped, reported and kept in ``self.skipped``.
+    """
+
+    def __init__(self, root, pre: Preprocess, cache_dir=None, progress=True, workers=2):
+        if not isinstance(pre, Preprocess):
+            raise TypeError(f"pre must be a Preprocess, got {type(pre).__name__}")
+        self.root = os.path.abspath(os.fspath(root))
+        self.pre = pre
+        if cache_dir is None:
+            from fastconv.paths import cache_dir as default_cache
+
+            cache_dir = os.path.join(default_cache(), "images")
+        self.cache_dir = os.fspath(cache_dir)
+        self.progress = progress
+        self.workers = workers
+        self.skipped: list[tuple[str, str]] = []
+        self.last_hit: bool | None = None
+        self.last_path: str | None = None
+
+    def key(self, relpaths) -> str:
+        """Hex digest of (version, preprocess settings, root, file list)."""
+        h = hashlib.sha256()
+        h.update(json.dumps(
+            {"v": _CACHE_VERSION, "pre": self.pre.to_dict(), "root": self.root}, sort_keys=True
+        ).encode())
+        for rel in relpaths:
+            h.update(b"\0" + rel.encode("utf-8", "surrogateescape"))
+        return h.hexdigest()[:24]
+
+    def _paths(self, key):
+        base = os.path.join(self.cache_dir, f"images-{key}")
+        return base + ".npy", base + ".json"
+
+    def load(self, relpaths: list[str]):
+        """-> (images uint8 (M,3,S,S) (read-only memmap), kept_index int64 (M,) into ``relpaths``)."""
+        relpaths = [os.fspath(r) for r in relpaths]
+        key = self.key(relpaths)
+        npy, meta_path = self._paths(key)
+        self.last_path = npy
+        cached = self._try_read(npy, meta_path, len(relpaths))
+        if cached is not None:
+            images, kept, self.skipped = cached
+            self.last_hit = True
+            _report_skipped(self.skipped, len(relpaths))
+            return images, kept
+        self.last_hit = False
+        if not os.path.isdir(self.root):
+            raise ValueError(f"image root {self.root} is not a directory")
+        images, kept, skipped = decode_images(
+            self.root, relpaths, self.pre, progress=self.progress, workers=self.workers
+        )
+        self.skipped = skipped
+        _report_skipped(skipped, len(relpaths))
+        meta = {
+            "version": _CACHE_VERSION,
+            "preprocess": self.pre.to_dict(),
+            "root": self.root,
+            "n_files": len(relpaths),
+            "kept": kept.tolist(),
+            "skipped": [list(s) for s in skipped],
+        }
+        try:
+            _atomic_write(npy, lambda fh: np.save(fh, images))
+            _atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+        except OSError as exc:
+            warnings.warn(f"could not write image cache {npy}: {exc}", stacklevel=2)
+            return images, kept
+        return np.load(npy, mmap_mode="r"), kept
+
+    def _try_read(self, npy, meta_path, n):
+        if not (os.path.isfile(npy) and os.path.isfile(meta_path)):
+            return None
+        try:
+            with open(meta_path, "r", encoding="utf-8") as fh:
+                meta = json.load(fh)
+            images = np.load(npy, mmap_mode="r")
+            kept = np.asarray(meta["kept"], dtype=np.int64)
+            skipped = [tuple(s) for s in meta["skipped"]]
+            s = self.pre.size
+            if (meta["n_files"] != n or images.dtype != np.uint8 or images.shape != (len(kept), 3, s, s)):
+                raise ValueError("cache entry does not match")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"ignoring damaged image cache {npy}: {exc}", stacklevel=3)
+            return None
+        return images, kept, skipped
+
+
+def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,3,H,W) or (3,H,W) -> float32 in [-1, 1]: ``(x/255 - 0.5) / 0.5``, on x's device."""
+    if not isinstance(x_uint8, torch.Tensor):
+        raise TypeError(f"normalize expects a torch.Tensor, got {type(x_uint8).__name__}")
+    if x_uint8.dtype != torch.uint8:
+        raise TypeError(f"normalize expects dtype uint8, got {x_uint8.dtype}")
+    if x_uint8.dim() not in (3, 4) or x_uint8.shape[-3] != 3:
+        raise ValueError(f"normalize expects (N,3,H,W) or (3,H,W), got {tuple(x_uint8.shape)}")
+    return x_uint8.float().div_(127.5).sub_(1.0)
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    """images uint8 (M,3,S,S), labels int64 (M,) -> items (uint8 tensor (3,S,S) after transform, int)."""
+
+    def __init__(self, images, labels, transform=None):
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            got = (type(images).__name__, getattr(images, "dtype", None), getattr(images, "shape", None))
+            raise ValueError(f"images must be a uint8 ndarray (M,3,S,S), got {got}")
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0] or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"labels must be an integer array of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"
+            )
+        self.images = images
+        self.labels = labels.astype(np.int64, copy=False)
+        self.transform = transform
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(np.array(self.images[i], copy=True))
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+
+def training_set(root, people: dict[str, int] | None, pre: Preprocess, min_images=1, cache_dir=None,
+                 progress=True):
+    """-> (images uint8 (M,3,S,S), labels int64 (M,) in 0..K-1, class names); unreadable images dropped.
+
+    ``min_images`` is applied again after dropping, and labels are renumbered to stay contiguous.
+    """
+    relpaths, labels, classes = scan_identity_folder(root, people, min_images=min_images)
+    if not relpaths:
+        raise ValueError(f"no images found under {root} (people={'given' if people else 'all'}, "
+                         f"min_images={min_images})")
+    cache = ImageCache(root, pre, cache_dir=cache_dir, progress=progress)
+    images, kept = cache.load(relpaths)
+    labels = labels[kept]
+    counts = np.bincount(labels, minlength=len(classes))
+    keep_cls = np.flatnonzero(counts >= min_images)
+    if keep_cls.size != len(classes):
+        remap = np.full(len(classes), -1, dtype=np.int64)
+        remap[keep_cls] = np.arange(keep_cls.size)
+        mask = remap[labels] >= 0
+        images, labels = images[mask], remap[labels[mask]]
+        classes = [classes[i] for i in keep_cls]
+    return images, labels, classes

@@ -1,0 +1,84 @@
+"""Backbone factory: ``get_model(name, embedding_size=512, **kw)`` and ``model_info``.
+
+Every backbone maps ``(B, 3, S, S)`` float images (``S = input_size``) to ``(B, D)`` embeddings.
+"""
+import functools
+
+import torch
+from torch import nn
+
+from .efficientnet import EfficientNetFace
+from .iresnet import IResNet, LAYERS
+
+
+def _iresnet(layers, **defaults):
+    def build(embedding_size=512, **kw):
+        return IResNet(layers, embedding_size=embedding_size, **{**defaults, **kw})
+    return build
+
+
+_MODELS = {
+    "iresnet18": _iresnet(LAYERS["iresnet18"]),
+    "iresnet34": _iresnet(LAYERS["iresnet34"]),
+    "iresnet50": _iresnet(LAYERS["iresnet50"]),
+    "se_iresnet18": _iresnet(LAYERS["iresnet18"], se=True),
+    "se_iresnet50": _iresnet(LAYERS["iresnet50"], se=True),
+    # narrow CPU variant for 64x64 faces: half width, stride-2 stem
+    "iresnet_small": _iresnet(LAYERS["iresnet18"], width=0.5, stem_stride=2, input_size=64),
+    "efficientnet_b0": lambda embedding_size=512, **kw: EfficientNetFace(embedding_size, **kw),
+}
+
+
+def model_names():
+    """Names accepted by :func:`get_model`."""
+    return sorted(_MODELS)
+
+
+def get_model(name, embedding_size=512, **kw):
+    """Build backbone ``name`` producing ``(B, embedding_size)`` embeddings.
+
+    Keyword options (iresnet*): ``input_size``, ``width``, ``dropout``, ``dropblock``,
+    ``stem_stride``, ``se``; efficientnet_b0: ``input_size``, ``width``, ``dropout``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {model_names()}")
+    if not isinstance(embedding_size, int) or embedding_size < 1:
+        raise ValueError(f"embedding_size must be a positive int, got {embedding_size!r}")
+    try:
+        return _MODELS[name](embedding_size=embedding_size, **kw)
+    except TypeError as exc:
+        raise ValueError(f"bad options for {name}: {exc}") from exc
+
+
+def model_info(model, input_size):
+    """``dict(params, flops)`` for one ``(1, 3, S, S)`` image; flops = 2 * conv/linear MACs."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    macs = [0]
+
+    def conv_hook(m, inp, out):
+        k = m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]  # (Cin/groups) * kh * kw
+        macs[0] += out.numel() * k
+
+    def linear_hook(m, inp, out):
+        macs[0] += out.numel() * m.in_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return {"params": int(params), "flops": int(2 * macs[0])}

@@ -1,0 +1,125 @@
+"""IResNet backbones (insightface style) for face embeddings.
+
+Input ``(B, 3, S, S)`` float, output ``(B, D)`` embeddings (not normalised).
+Stem: 3x3 conv (stride 1 by default, no max-pool), then four stages of IR blocks
+``BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN (+ optional SE)`` whose first block
+halves the resolution, then the embedding head ``BN -> Dropout -> Flatten -> FC -> BN``.
+"""
+import torch
+from torch import nn
+
+LAYERS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3), "iresnet50": (3, 4, 14, 3)}
+BASE_WIDTHS = (64, 128, 256, 512)
+
+
+def _channels(width, base):
+    """Channels of a stage for a width multiplier, at least 8 and a multiple of 8."""
+    return max(8, int(round(base * width / 8)) * 8)
+
+
+class SEModule(nn.Module):
+    """Squeeze-and-excitation on ``(B, C, H, W)``: channel gates from global average pooling."""
+
+    def __init__(self, channels, reduction=4):
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.act = nn.PReLU(hidden)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+
+class IBasicBlock(nn.Module):
+    """IR block ``(B, Cin, H, W) -> (B, Cout, H/stride, W/stride)``."""
+
+    def __init__(self, cin, cout, stride=1, se=False, dropblock=None):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin, eps=1e-5)
+        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.prelu = nn.PReLU(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.se = SEModule(cout) if se else nn.Identity()
+        self.dropblock = dropblock if dropblock is not None else nn.Identity()
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout, eps=1e-5))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        out = self.dropblock(self.se(out))
+        return out + identity
+
+
+class IResNet(nn.Module):
+    """IResNet ``(B, 3, S, S) -> (B, embedding_size)``.
+
+    ``width`` scales every stage's channels, ``stem_stride=2`` halves the resolution in the
+    stem (cheap CPU variant), ``dropblock`` (probability) applies DropBlock2d in the last two
+    stages while training, ``dropout`` is applied before the embedding FC.
+    """
+
+    def __init__(self, layers, embedding_size=512, input_size=112, width=1.0, se=False,
+                 dropout=0.0, dropblock=0.0, dropblock_size=3, stem_stride=1):
+        super().__init__()
+        if not isinstance(input_size, int) or input_size < 16:
+            raise ValueError(f"input_size must be an int >= 16, got {input_size!r}")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
+        if width <= 0:
+            raise ValueError(f"width must be > 0, got {width!r}")
+        self.input_size = input_size
+        chans = [_channels(width, b) for b in BASE_WIDTHS]
+        stem = chans[0]
+        self.conv1 = nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem, eps=1e-5)
+        self.prelu = nn.PReLU(stem)
+        stages = []
+        cin = stem
+        for i, (n, cout) in enumerate(zip(layers, chans)):
+            db = None
+            if dropblock > 0 and i >= 2:
+                from torchvision.ops import DropBlock2d
+                db = DropBlock2d(dropblock, dropblock_size)
+            blocks = [IBasicBlock(cin, cout, 2, se, db)]
+            blocks += [IBasicBlock(cout, cout, 1, se, db) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        side = input_size
+        for _ in range(4 + (stem_stride == 2)):
+            side = (side + 1) // 2
+        self.feature_side = side
+        self.bn2 = nn.BatchNorm2d(cin, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin * side * side, embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
+        nn.init.constant_(self.features.weight, 1.0)
+        self.features.weight.requires_grad = False
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != self.input_size or x.shape[3] != self.input_size:
+            raise ValueError(f"expected input (B, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
+        x = self.prelu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.dropout(self.bn2(x))
+        x = self.fc(torch.flatten(x, 1))
+        return self.features(x)
+
+
+def iresnet(name, embedding_size=512, **kw):
+    """Build ``iresnet18/34/50`` (``se=True`` for the SE variants)."""
+    return IResNet(LAYERS[name], embedding_size=embedding_size, **kw)

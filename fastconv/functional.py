@@ -1,0 +1,274 @@
+"""Convolution, pooling and resampling as forward/backward function pairs.
+
+Each ``*_forward`` validates its arguments, runs the current backend's kernels
+(``docs/KERNELS.md``) plus NumPy GEMMs, and returns ``(y, cache)``; the matching
+``*_backward(dy, cache)`` returns the input gradient (and the parameter gradients).
+The backend chosen at forward time also runs the backward. 1-D operations are the
+2-D ones with a height of 1.
+
+Sizes: ``out = floor((in + 2p - d(k-1) - 1)/s) + 1`` (conv, pooling with d = 1);
+transposed conv: ``out = (in - 1)s - 2p + d(k-1) + output_padding + 1``.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import _backend
+from ._validate import (as_float_array, check_grad_shape, conv_output_size, int_tuple,
+                        same_dtype)
+
+
+def _grad(dy, cache):
+    check_grad_shape(dy, cache.out_shape)
+    if dy.dtype != cache.dtype:
+        raise TypeError(f"dy must have the forward dtype {cache.dtype}, got {dy.dtype}")
+    return np.ascontiguousarray(dy)
+
+
+def _spatial(x, spatial_dims, name):
+    layout = "(N, C, W)" if spatial_dims == 1 else "(N, C, H, W)"
+    x = as_float_array(x, name, 2 + spatial_dims, layout)
+    return x if spatial_dims == 2 else x[:, :, None, :]
+
+
+def _params2d(spatial_dims, **params):
+    """Normalise int-or-tuple params to 2-D tuples; 1-D params get height 1 (padding 0)."""
+    out = {}
+    for name, (value, minimum) in params.items():
+        t = int_tuple(value, spatial_dims, name, minimum)
+        out[name] = t if spatial_dims == 2 else ((0 if minimum == 0 else 1),) + t
+    return out
+
+
+def _to_nd(y, spatial_dims):
+    return y if spatial_dims == 2 else y[:, :, 0, :]
+
+
+# ----------------------------------------------------------------------------- convolution
+def conv_forward(x, weight, bias, stride=1, padding=0, dilation=1):
+    """Cross-correlation, as torch's conv1d/conv2d.
+
+    x: (N, C, W) or (N, C, H, W); weight: (O, C, kw) or (O, C, kh, kw); bias: (O,) or None
+    -> y: (N, O, ow) or (N, O, oh, ow), plus the cache for :func:`conv_backward`.
+    """
+    nd = np.ndim(weight) - 2
+    if nd not in (1, 2):
+        raise ValueError(f"weight must be 3-D (O, C, kw) or 4-D (O, C, kh, kw), got shape {np.shape(weight)}")
+    x = _spatial(x, nd, "input")
+    w = as_float_array(weight, "weight", nd + 2, "(O, C, *kernel)")
+    w = w if nd == 2 else w[:, :, None, :]
+    same_dtype(x, w, "input", "weight")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"input has {x.shape[1]} channels but the layer expects {w.shape[1]} "
+                         f"(input shape {x.shape[:2] + x.shape[2 + (nd == 1):]})")
+    if bias is not None:
+        bias = as_float_array(bias, "bias", 1, "(O,)")
+        same_dtype(bias, w, "bias", "weight")
+        if bias.shape[0] != w.shape[0]:
+            raise ValueError(f"bias must have shape ({w.shape[0]},), got {bias.shape}")
+    p = _params2d(nd, stride=(stride, 1), padding=(padding, 0), dilation=(dilation, 1))
+    (sh, sw), (ph, pw), (dh, dw) = p["stride"], p["padding"], p["dilation"]
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh = conv_output_size(h, kh, sh, ph, dh, "conv (height)")
+    ow = conv_output_size(wd, kw, sw, pw, dw, "conv (width)")
+    kernels = _backend.backend_module()
+    cols = kernels.im2col2d(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)  # (N, C*kh*kw, oh*ow)
+    w2 = w.reshape(o, c * kh * kw)
+    y = np.matmul(w2, cols)  # (N, O, oh*ow)
+    if bias is not None:
+        y += bias[:, None]
+    y = y.reshape(n, o, oh, ow)
+    cache = SimpleNamespace(kernels=kernels, cols=cols, w2=w2, x_shape=x.shape, w_shape=w.shape,
+                            has_bias=bias is not None, geometry=(kh, kw, sh, sw, ph, pw, dh, dw, oh, ow),
+                            nd=nd, out_shape=_to_nd(y, nd).shape, dtype=x.dtype)
+    return _to_nd(y, nd), cache
+
+
+def conv_backward(dy, cache):
+    """Gradients of :func:`conv_forward`: dy (N, O, *out) -> (dx (N, C, *in), dw, db or None).
+
+    dw = sum_n dy_n @ cols_n^T ; dcols = w^T @ dy ; dx = col2im(dcols).
+    """
+    dy = _grad(dy, cache)
+    n, c, h, wd = cache.x_shape
+    o = cache.w_shape[0]
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = cache.geometry
+    dy2 = dy.reshape(n, o, oh * ow)
+    dw2 = np.matmul(dy2, cache.cols.transpose(0, 2, 1)).sum(axis=0)  # (O, C*kh*kw)
+    db = dy2.sum(axis=(0, 2)) if cache.has_bias else None
+    dcols = np.matmul(cache.w2.T, dy2)  # (N, C*kh*kw, oh*ow)
+    dx = cache.kernels.col2im2d(dcols, c, h, wd, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    dwt = dw2.reshape(cache.w_shape)
+    if cache.nd == 1:
+        dx, dwt = dx[:, :, 0, :], dwt[:, :, 0, :]
+    return dx, dwt, db
+
+
+def conv_transpose_forward(x, weight, bias, stride=1, padding=0, output_padding=0, dilation=1):
+    """Transposed convolution (the input gradient of a convolution), as torch's conv_transpose.
+
+    x: (N, Cin, *in); weight: (Cin, Cout, *kernel); bias: (Cout,) or None -> y: (N, Cout, *out),
+    ``out = (in - 1)s - 2p + d(k-1) + output_padding + 1``. y = col2im(w^T @ x) + b.
+    """
+    nd = np.ndim(weight) - 2
+    if nd not in (1, 2):
+        raise ValueError(f"weight must be 3-D (Cin, Cout, kw) or 4-D (Cin, Cout, kh, kw), got shape {np.shape(weight)}")
+    x = _spatial(x, nd, "input")
+    w = as_float_array(weight, "weight", nd + 2, "(Cin, Cout, *kernel)")
+    w = w if nd == 2 else w[:, :, None, :]
+    same_dtype(x, w, "input", "weight")
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(f"input has {x.shape[1]} channels but the layer expects {w.shape[0]}")
+    if bias is not None:
+        bias = as_float_array(bias, "bias", 1, "(Cout,)")
+        same_dtype(bias, w, "bias", "weight")
+        if bias.shape[0] != w.shape[1]:
+            raise ValueError(f"bias must have shape ({w.shape[1]},), got {bias.shape}")
+    p = _params2d(nd, stride=(stride, 1), padding=(padding, 0), dilation=(dilation, 1),
+                  output_padding=(output_padding, 0))
+    (sh, sw), (ph, pw), (dh, dw), (oph, opw) = (p["stride"], p["padding"], p["dilation"],
+                                                p["output_padding"])
+    for op, s, d in ((oph, sh, dh), (opw, sw, dw)):
+        if op >= s and op >= d:
+            raise ValueError(f"output_padding must be smaller than stride or dilation, got "
+                             f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+    n, cin, h, wd = x.shape
+    _, cout, kh, kw = w.shape
+    out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
+    out_w = (wd - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"transposed conv output would be {out_h}x{out_w}: padding {padding} is too "
+                         f"large for input {h}x{wd} and kernel {kh}x{kw}")
+    kernels = _backend.backend_module()
+    w2 = w.reshape(cin, cout * kh * kw)
+    cols = np.matmul(w2.T, x.reshape(n, cin, h * wd))  # (N, Cout*kh*kw, H*W)
+    y = kernels.col2im2d(cols, cout, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw, h, wd)
+    if bias is not None:
+        y += bias[:, None, None]
+    cache = SimpleNamespace(kernels=kernels, x=x, w2=w2, w_shape=w.shape, has_bias=bias is not None,
+                            geometry=(kh, kw, sh, sw, ph, pw, dh, dw, h, wd), nd=nd,
+                            out_shape=_to_nd(y, nd).shape, dtype=x.dtype)
+    return _to_nd(y, nd), cache
+
+
+def conv_transpose_backward(dy, cache):
+    """Gradients of :func:`conv_transpose_forward`: dy (N, Cout, *out) -> (dx, dw, db or None).
+
+    dcols = im2col(dy) on the input grid ; dx = w @ dcols ; dw = sum_n x_n @ dcols_n^T.
+    """
+    dy = _grad(dy, cache)
+    if cache.nd == 1:
+        dy = dy[:, :, None, :]
+    x = cache.x
+    n, cin, h, wd = x.shape
+    kh, kw, sh, sw, ph, pw, dh, dw, _, _ = cache.geometry
+    dcols = cache.kernels.im2col2d(dy, kh, kw, sh, sw, ph, pw, dh, dw, h, wd)  # (N, Cout*kh*kw, H*W)
+    x2 = x.reshape(n, cin, h * wd)
+    dx = np.matmul(cache.w2, dcols).reshape(x.shape)
+    dw2 = np.matmul(x2, dcols.transpose(0, 2, 1)).sum(axis=0)
+    db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    dwt = dw2.reshape(cache.w_shape)
+    if cache.nd == 1:
+        dx, dwt = dx[:, :, 0, :], dwt[:, :, 0, :]
+    return dx, dwt, db
+
+
+# ----------------------------------------------------------------------------- pooling
+def _pool_geometry(x, nd, kernel_size, stride, padding, what):
+    stride = kernel_size if stride is None else stride
+    p = _params2d(nd, kernel_size=(kernel_size, 1), stride=(stride, 1), padding=(padding, 0))
+    (kh, kw), (sh, sw), (ph, pw) = p["kernel_size"], p["stride"], p["padding"]
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError(f"{what}: padding must be at most half the kernel size, got padding "
+                         f"{padding} for kernel_size {kernel_size}")
+    oh = conv_output_size(x.shape[2], kh, sh, ph, 1, f"{what} (height)")
+    ow = conv_output_size(x.shape[3], kw, sw, pw, 1, f"{what} (width)")
+    return kh, kw, sh, sw, ph, pw, oh, ow
+
+
+def _pool_forward(kind, x, nd, kernel_size, stride, padding):
+    x = _spatial(x, nd, "input")
+    geometry = _pool_geometry(x, nd, kernel_size, stride, padding, kind)
+    kernels = _backend.backend_module()
+    cache = SimpleNamespace(kernels=kernels, geometry=geometry, x_shape=x.shape, nd=nd, dtype=x.dtype)
+    if kind == "max_pool":
+        y, cache.idx = kernels.maxpool2d_forward(x, *geometry)
+    else:
+        y = kernels.avgpool2d_forward(x, *geometry)
+    cache.out_shape = _to_nd(y, nd).shape
+    return _to_nd(y, nd), cache
+
+
+def _pool_backward(kind, dy, cache):
+    dy = _grad(dy, cache)
+    if cache.nd == 1:
+        dy = dy[:, :, None, :]
+    h, w = cache.x_shape[2:]
+    if kind == "max_pool":
+        dx = cache.kernels.maxpool2d_backward(dy, cache.idx, h, w)
+    else:
+        dx = cache.kernels.avgpool2d_backward(dy, h, w, *cache.geometry[:6])
+    return _to_nd(dx, cache.nd)
+
+
+def max_pool_forward(x, kernel_size, stride=None, padding=0, nd=2):
+    """Max pooling (torch semantics: stride defaults to kernel_size, -inf padding <= k/2).
+
+    x: (N, C, W) if nd == 1, (N, C, H, W) if nd == 2 -> y: (N, C, *out), plus the cache
+    (argmax kept for backward).
+    """
+    return _pool_forward("max_pool", x, nd, kernel_size, stride, padding)
+
+
+def max_pool_backward(dy, cache):
+    """dy: (N, C, *out) -> dx: (N, C, *in); each gradient goes to its window's argmax."""
+    return _pool_backward("max_pool", dy, cache)
+
+
+def avg_pool_forward(x, kernel_size, stride=None, padding=0, nd=2):
+    """Mean pooling (torch ``count_include_pad=True``): x (N, C, *in) -> y (N, C, *out)."""
+    return _pool_forward("avg_pool", x, nd, kernel_size, stride, padding)
+
+
+def avg_pool_backward(dy, cache):
+    """dy: (N, C, *out) -> dx: (N, C, *in); each dy/(kh*kw) spread over its window."""
+    return _pool_backward("avg_pool", dy, cache)
+
+
+# ----------------------------------------------------------------------------- resampling
+def upsample_forward(x, factor, nd=2):
+    """Zero insertion by ``factor``: x (N, C, *in) -> y (N, C, *(k(in-1)+1))."""
+    x = _spatial(x, nd, "input")
+    (fh, fw) = _params2d(nd, factor=(factor, 1))["factor"]
+    kernels = _backend.backend_module()
+    y = kernels.upsample2d_forward(x, fh, fw)
+    cache = SimpleNamespace(kernels=kernels, factor=(fh, fw), nd=nd, out_shape=_to_nd(y, nd).shape,
+                            dtype=x.dtype)
+    return _to_nd(y, nd), cache
+
+
+def upsample_backward(dy, cache):
+    """dy (N, C, *out) -> dx = dy[..., ::k] (N, C, *in)."""
+    dy = _grad(dy, cache)
+    dy = dy if cache.nd == 2 else dy[:, :, None, :]
+    return _to_nd(cache.kernels.upsample2d_backward(dy, *cache.factor), cache.nd)
+
+
+def downsample_forward(x, factor, nd=2):
+    """Keep every ``factor``-th sample: x (N, C, *in) -> y = x[..., ::k] (N, C, *ceil(in/k))."""
+    x = _spatial(x, nd, "input")
+    (fh, fw) = _params2d(nd, factor=(factor, 1))["factor"]
+    kernels = _backend.backend_module()
+    y = kernels.downsample2d_forward(x, fh, fw)
+    cache = SimpleNamespace(kernels=kernels, factor=(fh, fw), nd=nd, x_shape=x.shape,
+                            out_shape=_to_nd(y, nd).shape, dtype=x.dtype)
+    return _to_nd(y, nd), cache
+
+
+def downsample_backward(dy, cache):
+    """dy (N, C, *out) -> dx (N, C, *in) with dx[..., ::k] = dy, zeros elsewhere."""
+    dy = _grad(dy, cache)
+    dy = dy if cache.nd == 2 else dy[:, :, None, :]
+    h, w = cache.x_shape[2:]
+    return _to_nd(cache.kernels.downsample2d_backward(dy, h, w, *cache.factor), cache.nd)

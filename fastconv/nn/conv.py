@@ -1,0 +1,127 @@
+"""Convolution layers: Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d (PyTorch layouts)."""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from .._validate import int_tuple
+from ..random import uniform
+from .module import CachedModule, Parameter
+
+
+def _check_channels(**channels):
+    for name, value in channels.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+class _ConvNd(CachedModule):
+    """Shared init: weight U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as torch's default, bias likewise."""
+
+    transposed = False
+
+    def __init__(self, nd, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 bias, dtype, output_padding=0):
+        super().__init__()
+        _check_channels(in_channels=in_channels, out_channels=out_channels)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = int_tuple(kernel_size, nd, "kernel_size", 1)
+        self.stride = int_tuple(stride, nd, "stride", 1)
+        self.padding = int_tuple(padding, nd, "padding", 0)
+        self.dilation = int_tuple(dilation, nd, "dilation", 1)
+        self.output_padding = int_tuple(output_padding, nd, "output_padding", 0)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        if self.transposed:
+            shape = (self.in_channels, self.out_channels) + self.kernel_size
+            fan_in = self.out_channels * math.prod(self.kernel_size)
+        else:
+            shape = (self.out_channels, self.in_channels) + self.kernel_size
+            fan_in = self.in_channels * math.prod(self.kernel_size)
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = Parameter(uniform(bound, shape, dtype))
+        self.bias = Parameter(uniform(bound, (self.out_channels,), dtype)) if bias else None
+
+    def _args(self):
+        unwrap = (lambda t: t[0]) if len(self.kernel_size) == 1 else (lambda t: t)
+        return unwrap(self.stride), unwrap(self.padding), unwrap(self.dilation), unwrap(self.output_padding)
+
+    def forward(self, x):
+        stride, padding, dilation, output_padding = self._args()
+        b = None if self.bias is None else self.bias.data
+        if self.transposed:
+            y, cache = F.conv_transpose_forward(x, self.weight.data, b, stride, padding,
+                                                output_padding, dilation)
+        else:
+            y, cache = F.conv_forward(x, self.weight.data, b, stride, padding, dilation)
+        self._remember(cache)
+        return y
+
+    def backward(self, dy):
+        cache = self._recall()
+        grads = (F.conv_transpose_backward if self.transposed else F.conv_backward)(dy, cache)
+        dx, dw, db = grads
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}")
+        if self.transposed:
+            s += f", output_padding={self.output_padding}"
+        return s + f", bias={self.bias is not None}, dtype={self.weight.dtype}"
+
+
+class Conv1d(_ConvNd):
+    """x: (N, C_in, W) -> (N, C_out, W_out), ``W_out = floor((W + 2p - d(k-1) - 1)/s) + 1``.
+
+    weight: (C_out, C_in, k); bias: (C_out,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, dtype=np.float64):
+        super().__init__(1, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, dtype)
+
+
+class Conv2d(_ConvNd):
+    """x: (N, C_in, H, W) -> (N, C_out, H_out, W_out), ``H_out = floor((H + 2p - d(k-1) - 1)/s) + 1``.
+
+    weight: (C_out, C_in, kh, kw); bias: (C_out,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, dtype=np.float64):
+        super().__init__(2, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, dtype)
+
+
+class ConvTranspose1d(_ConvNd):
+    """x: (N, C_in, W) -> (N, C_out, W_out), ``W_out = (W-1)s - 2p + d(k-1) + output_padding + 1``.
+
+    weight: (C_in, C_out, k); bias: (C_out,).
+    """
+
+    transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
+                 bias=True, dilation=1, dtype=np.float64):
+        super().__init__(1, in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                         dtype, output_padding)
+
+
+class ConvTranspose2d(_ConvNd):
+    """x: (N, C_in, H, W) -> (N, C_out, H_out, W_out), ``H_out = (H-1)s - 2p + d(k-1) + output_padding + 1``.
+
+    weight: (C_in, C_out, kh, kw); bias: (C_out,).
+    """
+
+    transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
+                 bias=True, dilation=1, dtype=np.float64):
+        super().__init__(2, in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                         dtype, output_padding)

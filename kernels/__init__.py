@@ -1,0 +1,1 @@
+"""Compiled twins of the kernel contract (docs/KERNELS.md): Cython and Numba backends."""

@@ -1,0 +1,554 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The Cython backend: compiled twins of ``fastconv.reference`` (see docs/KERNELS.md).
+
+Every public function has the contract's signature, allocates its output with the
+input's dtype (float32 or float64, through the fused type ``floating``) and runs a
+``nogil`` loop, parallel with OpenMP over the flattened (batch, channel) planes (im2col:
+over the rows of ``cols``). Integer arguments are checked against the array shapes
+before any loop runs, so no argument can make a loop read or write out of bounds.
+
+Float exactness: every sum is accumulated in the same order as the reference
+(kernel offset i, then j, for col2im and the pools; flat output order for the max-pool
+backward), in the input dtype, so im2col/col2im/up/down/avg/max match it bit for bit.
+"""
+import numpy as np
+
+cimport openmp
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.math cimport INFINITY
+from libc.string cimport memcpy, memset
+
+NAME = "cython"
+
+ctypedef fused floating:
+    float
+    double
+
+# Below this many output elements a kernel runs on one thread: starting the team costs more.
+cdef Py_ssize_t _PARALLEL_MIN = 1 << 14
+
+
+def set_num_threads(int n):
+    """Number of OpenMP threads the kernels use from now on (this calling thread)."""
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    openmp.omp_set_num_threads(n)
+
+
+def get_num_threads():
+    """Number of OpenMP threads a parallel kernel would use now."""
+    return openmp.omp_get_max_threads()
+
+
+cdef inline int _threads(Py_ssize_t work) noexcept nogil:
+    if work < _PARALLEL_MIN:
+        return 1
+    return openmp.omp_get_max_threads()
+
+
+# ----------------------------------------------------------------------------- checks
+cdef _check_positive(str what, Py_ssize_t v):
+    if v < 1:
+        raise ValueError(f"{what} must be >= 1, got {v}")
+
+
+cdef _check_nonneg(str what, Py_ssize_t v):
+    if v < 0:
+        raise ValueError(f"{what} must be >= 0, got {v}")
+
+
+cdef _check_grid(Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw,
+                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                 Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow):
+    """The (oh, ow) grid of windows must fit the padded (h, w) input."""
+    _check_nonneg("h", h)
+    _check_nonneg("w", w)
+    _check_positive("kh", kh)
+    _check_positive("kw", kw)
+    _check_positive("sh", sh)
+    _check_positive("sw", sw)
+    _check_nonneg("ph", ph)
+    _check_nonneg("pw", pw)
+    _check_positive("dh", dh)
+    _check_positive("dw", dw)
+    _check_positive("oh", oh)
+    _check_positive("ow", ow)
+    if (oh - 1) * sh + (kh - 1) * dh + 1 > h + 2 * ph:
+        raise ValueError(f"output height {oh} needs more rows than the padded input has "
+                         f"(H={h}, kh={kh}, sh={sh}, ph={ph}, dh={dh})")
+    if (ow - 1) * sw + (kw - 1) * dw + 1 > w + 2 * pw:
+        raise ValueError(f"output width {ow} needs more columns than the padded input has "
+                         f"(W={w}, kw={kw}, sw={sw}, pw={pw}, dw={dw})")
+
+
+cdef inline void _valid_range(Py_ssize_t off, Py_ssize_t s, Py_ssize_t size, Py_ssize_t n,
+                              Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Outputs q in [lo, hi) with 0 <= q*s + off < size, clipped to [0, n)."""
+    cdef Py_ssize_t a, b
+    if off >= 0:
+        a = 0
+    else:
+        a = (-off + s - 1) // s
+    if size - 1 - off < 0:
+        b = 0
+    else:
+        b = (size - 1 - off) // s + 1
+    if a > n:
+        a = n
+    if b > n:
+        b = n
+    if b < a:
+        b = a
+    lo[0] = a
+    hi[0] = b
+
+
+# ----------------------------------------------------------------------------- im2col
+cdef void _im2col(const floating* x, floating* cols, Py_ssize_t N, Py_ssize_t C,
+                  Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    cdef Py_ssize_t L = oh * ow
+    cdef Py_ssize_t nrows = N * C * kh * kw
+    cdef Py_ssize_t r
+    for r in prange(nrows, nogil=True, schedule="static", num_threads=_threads(nrows * L)):
+        _im2col_row(x, cols, r, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+
+
+cdef inline void _im2col_row(const floating* x, floating* cols, Py_ssize_t r, Py_ssize_t C,
+                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                             Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                             Py_ssize_t ow) noexcept nogil:
+    """Row r = (n*C + c)*kh*kw + i*kw + j of cols: one kernel offset, all outputs."""
+    cdef Py_ssize_t j = r % kw
+    cdef Py_ssize_t i = (r // kw) % kh
+    cdef Py_ssize_t nc = r // (kh * kw)
+    cdef const floating* plane = x + nc * H * W
+    cdef floating* dst = cols + r * oh * ow
+    cdef const floating* src
+    cdef Py_ssize_t p, q, hi, q0, q1
+    cdef Py_ssize_t woff = j * dw - pw
+    _valid_range(woff, sw, W, ow, &q0, &q1)
+    for p in range(oh):
+        hi = p * sh + i * dh - ph
+        if hi < 0 or hi >= H or q1 == q0:
+            memset(dst, 0, ow * sizeof(floating))
+        else:
+            for q in range(q0):
+                dst[q] = 0
+            src = plane + hi * W + woff
+            if sw == 1:
+                memcpy(dst + q0, src + q0, (q1 - q0) * sizeof(floating))
+            else:
+                for q in range(q0, q1):
+                    dst[q] = src[q * sw]
+            for q in range(q1, ow):
+                dst[q] = 0
+        dst += ow
+
+
+def im2col2d(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+             Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+             Py_ssize_t oh, Py_ssize_t ow):
+    """x (N, C, H, W) -> cols (N, C*kh*kw, oh*ow); see fastconv.reference.im2col2d."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    _check_grid(H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, C * kh * kw, oh * ow), dtype=dtype)
+    cdef floating[:, :, ::1] cols = out
+    if out.size == 0 or x.size == 0:
+        if out.size:
+            out.fill(0)
+        return out
+    with nogil:
+        _im2col(&x[0, 0, 0, 0], &cols[0, 0, 0], N, C, H, W, kh, kw, sh, sw, ph, pw,
+                dh, dw, oh, ow)
+    return out
+
+
+# ----------------------------------------------------------------------------- col2im
+cdef void _col2im(const floating* cols, floating* x, Py_ssize_t N, Py_ssize_t C,
+                  Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    cdef Py_ssize_t nc
+    cdef Py_ssize_t work = N * C * kh * kw * oh * ow
+    for nc in prange(N * C, nogil=True, schedule="static", num_threads=_threads(work)):
+        _col2im_plane(cols + nc * kh * kw * oh * ow, x + nc * H * W, H, W, kh, kw,
+                      sh, sw, ph, pw, dh, dw, oh, ow)
+
+
+cdef inline void _col2im_plane(const floating* src, floating* plane, Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                               Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                               Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """Adds the kh*kw rows of one (n, c) into its zeroed plane, in (i, j) order as the reference."""
+    cdef Py_ssize_t i, j, p, q, hi, q0, q1, woff
+    cdef floating* dst
+    cdef const floating* row
+    for i in range(kh):
+        for j in range(kw):
+            woff = j * dw - pw
+            _valid_range(woff, sw, W, ow, &q0, &q1)
+            row = src + (i * kw + j) * oh * ow
+            if q1 > q0:
+                for p in range(oh):
+                    hi = p * sh + i * dh - ph
+                    if hi >= 0 and hi < H:
+                        dst = plane + hi * W + woff
+                        if sw == 1:
+                            for q in range(q0, q1):
+                                dst[q] += row[p * ow + q]
+                        else:
+                            for q in range(q0, q1):
+                                dst[q * sw] += row[p * ow + q]
+
+
+def col2im2d(const floating[:, :, ::1] cols, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+             Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow):
+    """cols (N, c*kh*kw, oh*ow) -> x (N, c, h, w), summing overlaps; see fastconv.reference.col2im2d."""
+    _check_nonneg("c", c)
+    _check_grid(h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    cdef Py_ssize_t N = cols.shape[0]
+    if cols.shape[1] != c * kh * kw or cols.shape[2] != oh * ow:
+        raise ValueError(f"cols has shape {(cols.shape[0], cols.shape[1], cols.shape[2])}, expected "
+                         f"({N}, {c * kh * kw}, {oh * ow}) for c={c}, kernel {kh}x{kw}, "
+                         f"output grid {oh}x{ow}")
+    dtype = np.float32 if floating is float else np.float64
+    out = np.zeros((N, c, h, w), dtype=dtype)
+    cdef floating[:, :, :, ::1] x = out
+    if out.size == 0 or cols.shape[0] * cols.shape[1] * cols.shape[2] == 0:
+        return out
+    with nogil:
+        _col2im(&cols[0, 0, 0], &x[0, 0, 0, 0], N, c, h, w, kh, kw, sh, sw, ph, pw,
+                dh, dw, oh, ow)
+    return out
+
+
+# ----------------------------------------------------------------------------- max pool
+cdef void _maxpool_fwd(const floating* x, floating* y, int64_t* idx, Py_ssize_t NC,
+                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                       Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    cdef Py_ssize_t nc
+    for nc in prange(NC, nogil=True, schedule="static",
+                     num_threads=_threads(NC * oh * ow * kh * kw)):
+        _maxpool_fwd_plane(x + nc * H * W, y + nc * oh * ow, idx + nc * oh * ow,
+                           H, W, kh, kw, sh, sw, ph, pw, oh, ow)
+
+
+cdef inline void _maxpool_fwd_plane(const floating* x, floating* y, int64_t* idx,
+                                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                                    Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """Scans each window's unpadded pixels row by row; the padding (-inf) never wins."""
+    cdef Py_ssize_t p, q, h0, h1, w0, w1, a, b, best_i
+    cdef floating best, v
+    cdef const floating* row
+    for p in range(oh):
+        h0 = p * sh - ph
+        h1 = h0 + kh
+        if h0 < 0:
+            h0 = 0
+        if h1 > H:
+            h1 = H
+        for q in range(ow):
+            w0 = q * sw - pw
+            w1 = w0 + kw
+            if w0 < 0:
+                w0 = 0
+            if w1 > W:
+                w1 = W
+            best = -INFINITY
+            best_i = 0
+            for a in range(h0, h1):
+                row = x + a * W
+                for b in range(w0, w1):
+                    v = row[b]
+                    if v > best or v != v:
+                        best = v
+                        best_i = a * W + b
+            y[p * ow + q] = best
+            idx[p * ow + q] = best_i
+
+
+def maxpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
+                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                      Py_ssize_t oh, Py_ssize_t ow):
+    """x (N, C, H, W) -> (y (N, C, oh, ow), idx int64); see fastconv.reference.maxpool2d_forward."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    _check_grid(H, W, kh, kw, sh, sw, ph, pw, 1, 1, oh, ow)
+    dtype = np.float32 if floating is float else np.float64
+    y_arr = np.empty((N, C, oh, ow), dtype=dtype)
+    idx_arr = np.empty((N, C, oh, ow), dtype=np.int64)
+    cdef floating[:, :, :, ::1] y = y_arr
+    cdef int64_t[:, :, :, ::1] idx = idx_arr
+    if y_arr.size == 0:
+        return y_arr, idx_arr
+    if x.shape[2] * x.shape[3] == 0:  # every window is padding only
+        y_arr.fill(-np.inf)
+        idx_arr.fill(0)
+        return y_arr, idx_arr
+    with nogil:
+        _maxpool_fwd(&x[0, 0, 0, 0], &y[0, 0, 0, 0], &idx[0, 0, 0, 0], N * C, H, W,
+                     kh, kw, sh, sw, ph, pw, oh, ow)
+    return y_arr, idx_arr
+
+
+cdef int _maxpool_bwd(const floating* dy, const int64_t* idx, floating* dx, Py_ssize_t NC,
+                      Py_ssize_t L, Py_ssize_t HW) noexcept nogil:
+    """Returns the number of (n, c) planes that had an index outside [0, HW)."""
+    cdef Py_ssize_t nc
+    cdef int bad = 0
+    for nc in prange(NC, nogil=True, schedule="static", num_threads=_threads(NC * L)):
+        bad += _maxpool_bwd_plane(dy + nc * L, idx + nc * L, dx + nc * HW, L, HW)
+    return bad
+
+
+cdef inline int _maxpool_bwd_plane(const floating* dy, const int64_t* idx, floating* dx,
+                                   Py_ssize_t L, Py_ssize_t HW) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int64_t t
+    cdef int bad = 0
+    for k in range(L):
+        t = idx[k]
+        if t < 0 or t >= HW:
+            bad = 1
+        else:
+            dx[t] += dy[k]
+    return bad
+
+
+def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
+                       Py_ssize_t h, Py_ssize_t w):
+    """dy, idx (N, C, oh, ow) -> dx (N, C, h, w); see fastconv.reference.maxpool2d_backward."""
+    _check_nonneg("h", h)
+    _check_nonneg("w", w)
+    cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1]
+    cdef tuple ishape = (idx.shape[0], idx.shape[1], idx.shape[2], idx.shape[3])
+    cdef tuple gshape = (dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3])
+    if ishape != gshape:
+        raise ValueError(f"idx has shape {ishape}, dy has {gshape}")
+    dtype = np.float32 if floating is float else np.float64
+    out = np.zeros((N, C, h, w), dtype=dtype)
+    cdef floating[:, :, :, ::1] dx = out
+    cdef Py_ssize_t L = dy.shape[2] * dy.shape[3]
+    cdef int bad = 0
+    if N * C * L == 0:
+        return out
+    if h * w == 0:
+        raise ValueError(f"idx points into an empty {h}x{w} input")
+    with nogil:
+        bad = _maxpool_bwd(&dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0], N * C, L, h * w)
+    if bad:
+        raise ValueError(f"idx has entries outside [0, h*w) = [0, {h * w})")
+    return out
+
+
+# ----------------------------------------------------------------------------- avg pool
+cdef void _avgpool_fwd(const floating* x, floating* y, Py_ssize_t NC, Py_ssize_t H,
+                       Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                       Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t oh,
+                       Py_ssize_t ow) noexcept nogil:
+    cdef Py_ssize_t nc
+    for nc in prange(NC, nogil=True, schedule="static",
+                     num_threads=_threads(NC * oh * ow * kh * kw)):
+        _avgpool_fwd_plane(x + nc * H * W, y + nc * oh * ow, H, W, kh, kw, sh, sw, ph, pw,
+                           oh, ow)
+
+
+cdef inline void _avgpool_fwd_plane(const floating* x, floating* y, Py_ssize_t H, Py_ssize_t W,
+                                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                                    Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t oh,
+                                    Py_ssize_t ow) noexcept nogil:
+    """Sums each window in (i, j) order from 0 (padding adds nothing), then divides by kh*kw."""
+    cdef Py_ssize_t p, q, h0, h1, w0, w1, a, b
+    cdef floating s
+    cdef floating area = <floating>(kh * kw)
+    cdef const floating* row
+    for p in range(oh):
+        h0 = p * sh - ph
+        h1 = h0 + kh
+        if h0 < 0:
+            h0 = 0
+        if h1 > H:
+            h1 = H
+        for q in range(ow):
+            w0 = q * sw - pw
+            w1 = w0 + kw
+            if w0 < 0:
+                w0 = 0
+            if w1 > W:
+                w1 = W
+            s = 0
+            for a in range(h0, h1):
+                row = x + a * W
+                for b in range(w0, w1):
+                    s = s + row[b]
+            y[p * ow + q] = s / area
+
+
+def avgpool2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
+                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                      Py_ssize_t oh, Py_ssize_t ow):
+    """x (N, C, H, W) -> y (N, C, oh, ow); see fastconv.reference.avgpool2d_forward."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    _check_grid(H, W, kh, kw, sh, sw, ph, pw, 1, 1, oh, ow)
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, C, oh, ow), dtype=dtype)
+    cdef floating[:, :, :, ::1] y = out
+    if out.size == 0:
+        return out
+    if H * W == 0:
+        out.fill(0)
+        return out
+    with nogil:
+        _avgpool_fwd(&x[0, 0, 0, 0], &y[0, 0, 0, 0], N * C, H, W, kh, kw, sh, sw, ph, pw,
+                     oh, ow)
+    return out
+
+
+cdef void _avgpool_bwd(const floating* dy, floating* dx, Py_ssize_t NC, Py_ssize_t H,
+                       Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                       Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t oh,
+                       Py_ssize_t ow) noexcept nogil:
+    cdef Py_ssize_t nc
+    for nc in prange(NC, nogil=True, schedule="static",
+                     num_threads=_threads(NC * oh * ow * kh * kw)):
+        _avgpool_bwd_plane(dy + nc * oh * ow, dx + nc * H * W, H, W, kh, kw, sh, sw, ph, pw,
+                           oh, ow)
+
+
+cdef inline void _avgpool_bwd_plane(const floating* dy, floating* dx, Py_ssize_t H, Py_ssize_t W,
+                                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                                    Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t oh,
+                                    Py_ssize_t ow) noexcept nogil:
+    """Adds dy/(kh*kw) to each window pixel; per pixel the shares arrive in (i, j) order."""
+    cdef Py_ssize_t i, j, p, q, hi, q0, q1, woff
+    cdef floating area = <floating>(kh * kw)
+    cdef floating* dst
+    cdef const floating* g
+    for i in range(kh):
+        for j in range(kw):
+            woff = j - pw
+            _valid_range(woff, sw, W, ow, &q0, &q1)
+            if q1 > q0:
+                for p in range(oh):
+                    hi = p * sh + i - ph
+                    if hi >= 0 and hi < H:
+                        dst = dx + hi * W + woff
+                        g = dy + p * ow
+                        for q in range(q0, q1):
+                            dst[q * sw] += g[q] / area
+
+
+def avgpool2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t h, Py_ssize_t w,
+                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t ph, Py_ssize_t pw):
+    """dy (N, C, oh, ow) -> dx (N, C, h, w); see fastconv.reference.avgpool2d_backward."""
+    cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
+    _check_grid(h, w, kh, kw, sh, sw, ph, pw, 1, 1, oh, ow)
+    dtype = np.float32 if floating is float else np.float64
+    out = np.zeros((N, C, h, w), dtype=dtype)
+    cdef floating[:, :, :, ::1] dx = out
+    if out.size == 0:
+        return out
+    with nogil:
+        _avgpool_bwd(&dy[0, 0, 0, 0], &dx[0, 0, 0, 0], N * C, h, w, kh, kw, sh, sw, ph, pw,
+                     oh, ow)
+    return out
+
+
+# ----------------------------------------------------------------------------- resampling
+cdef void _strided_copy(const floating* src, floating* dst, Py_ssize_t NC,
+                        Py_ssize_t sH, Py_ssize_t sW, Py_ssize_t dH, Py_ssize_t dW,
+                        Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s_rs, Py_ssize_t s_cs,
+                        Py_ssize_t d_rs, Py_ssize_t d_cs) noexcept nogil:
+    """dst_plane[r*d_rs, c*d_cs] = src_plane[r*s_rs, c*s_cs] for r < rows, c < cols, every plane."""
+    cdef Py_ssize_t nc, r, c
+    cdef const floating* s
+    cdef floating* d
+    for nc in prange(NC, nogil=True, schedule="static", num_threads=_threads(NC * rows * cols)):
+        for r in range(rows):
+            s = src + nc * sH * sW + r * s_rs * sW
+            d = dst + nc * dH * dW + r * d_rs * dW
+            if s_cs == 1 and d_cs == 1:
+                memcpy(d, s, cols * sizeof(floating))
+            else:
+                for c in range(cols):
+                    d[c * d_cs] = s[c * s_cs]
+
+
+def upsample2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t fh, Py_ssize_t fw):
+    """x (N, C, H, W) -> y (N, C, fh*(H-1)+1, fw*(W-1)+1), zeros between the samples."""
+    _check_positive("fh", fh)
+    _check_positive("fw", fw)
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    _check_positive("H", H)
+    _check_positive("W", W)
+    cdef Py_ssize_t Ho = fh * (H - 1) + 1, Wo = fw * (W - 1) + 1
+    dtype = np.float32 if floating is float else np.float64
+    out = np.zeros((N, C, Ho, Wo), dtype=dtype)
+    cdef floating[:, :, :, ::1] y = out
+    if out.size == 0:
+        return out
+    with nogil:
+        _strided_copy(&x[0, 0, 0, 0], &y[0, 0, 0, 0], N * C, H, W, Ho, Wo, H, W, 1, 1, fh, fw)
+    return out
+
+
+def upsample2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t fh, Py_ssize_t fw):
+    """dy (N, C, H', W') -> dx = dy[..., ::fh, ::fw] (a new contiguous array)."""
+    _check_positive("fh", fh)
+    _check_positive("fw", fw)
+    cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], Hi = dy.shape[2], Wi = dy.shape[3]
+    cdef Py_ssize_t H = (Hi + fh - 1) // fh, W = (Wi + fw - 1) // fw
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, C, H, W), dtype=dtype)
+    cdef floating[:, :, :, ::1] dx = out
+    if out.size == 0:
+        return out
+    with nogil:
+        _strided_copy(&dy[0, 0, 0, 0], &dx[0, 0, 0, 0], N * C, Hi, Wi, H, W, H, W, fh, fw, 1, 1)
+    return out
+
+
+def downsample2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t fh, Py_ssize_t fw):
+    """x (N, C, H, W) -> y = x[..., ::fh, ::fw], shape (N, C, ceil(H/fh), ceil(W/fw))."""
+    _check_positive("fh", fh)
+    _check_positive("fw", fw)
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho = (H + fh - 1) // fh, Wo = (W + fw - 1) // fw
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, C, Ho, Wo), dtype=dtype)
+    cdef floating[:, :, :, ::1] y = out
+    if out.size == 0:
+        return out
+    with nogil:
+        _strided_copy(&x[0, 0, 0, 0], &y[0, 0, 0, 0], N * C, H, W, Ho, Wo, Ho, Wo, fh, fw, 1, 1)
+    return out
+
+
+def downsample2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t h, Py_ssize_t w,
+                          Py_ssize_t fh, Py_ssize_t fw):
+    """dy (N, C, ceil(h/fh), ceil(w/fw)) -> dx zeros (N, C, h, w) with dx[..., ::fh, ::fw] = dy."""
+    _check_positive("fh", fh)
+    _check_positive("fw", fw)
+    _check_nonneg("h", h)
+    _check_nonneg("w", w)
+    cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], Hi = dy.shape[2], Wi = dy.shape[3]
+    if Hi != (h + fh - 1) // fh or Wi != (w + fw - 1) // fw:
+        raise ValueError(f"dy has spatial shape ({Hi}, {Wi}), expected "
+                         f"({(h + fh - 1) // fh}, {(w + fw - 1) // fw}) for h={h}, w={w}, "
+                         f"fh={fh}, fw={fw}")
+    dtype = np.float32 if floating is float else np.float64
+    out = np.zeros((N, C, h, w), dtype=dtype)
+    cdef floating[:, :, :, ::1] dx = out
+    if out.size == 0 or Hi * Wi == 0:
+        return out
+    with nogil:
+        _strided_copy(&dy[0, 0, 0, 0], &dx[0, 0, 0, 0], N * C, Hi, Wi, h, w, Hi, Wi, 1, 1, fh, fw)
+    return out
