@@ -70,9 +70,11 @@ def maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     n, c, h, w = x.shape
     xp = _pad(x, ph, pw, value=-np.inf)
     y = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
-    idx = np.zeros((n, c, oh, ow), dtype=np.int64)
     p = np.arange(oh)[:, None] * sh - ph  # top row of each window, unpadded coordinates
     q = np.arange(ow)[None, :] * sw - pw
+    # Before any element wins, the argmax is the window's first unpadded pixel (as torch), so a
+    # window whose values are all -inf still routes its gradient inside the window, not to pixel 0.
+    idx = np.broadcast_to(np.maximum(p, 0) * w + np.maximum(q, 0), (n, c, oh, ow)).astype(np.int64)
     for i in range(kh):
         for j in range(kw):
             rows, columns = _window_slices(i, j, sh, sw, 1, 1, oh, ow)
@@ -133,12 +135,12 @@ def upsample2d_forward(x, fh, fw):
 
 def upsample2d_backward(dy, fh, fw):
     """Adjoint of zero insertion: dy: (N, C, H', W') -> dx = dy[..., ::fh, ::fw]."""
-    return np.ascontiguousarray(dy[:, :, ::fh, ::fw])
+    return dy[:, :, ::fh, ::fw].copy()  # a copy even for factor 1 (never a view of the input)
 
 
 def downsample2d_forward(x, fh, fw):
     """Keep every fh-th row and fw-th column: x: (N, C, H, W) -> (N, C, ceil(H/fh), ceil(W/fw))."""
-    return np.ascontiguousarray(x[:, :, ::fh, ::fw])
+    return x[:, :, ::fh, ::fw].copy()  # a copy even for factor 1 (never a view of the input)
 
 
 def downsample2d_backward(dy, h, w, fh, fw):

@@ -4,11 +4,13 @@ Every public function has exactly the signature of its twin in ``fastconv/refere
 it checks the shapes with a few integer comparisons (so that no call, however wrong, can
 read or write outside an array), allocates the output in the input dtype and runs a
 ``@njit(parallel=True)`` kernel. The kernels split their work with ``prange`` over
-independent output rows (flattened batch * channel * row), so no two threads ever write
-the same element and the result does not depend on the thread count.
+independent pieces of the output (rows of ``cols``; bands of rows of one (n, c) plane; whole
+planes for the max pool backward), so no two threads ever write the same element and the
+result does not depend on the thread count.
 
 Floating-point parity with the reference:
-- im2col, up/downsampling and the max pool are copies/selections: bit-identical.
+- im2col, up/downsampling and the max pool are copies/selections: bit-identical (max pool:
+  same scan order, tie/NaN rule and initial argmax as the reference).
 - col2im and the average pool backward add the contributions to each pixel in kernel-offset
   order (i, then j), starting from zero, exactly as the reference: bit-identical.
 - the average pool forward sums the window in (i, j) order in the input dtype and divides
@@ -18,7 +20,8 @@ Floating-point parity with the reference:
 No float32 computation is promoted to float64 (scalars are passed in the array dtype).
 
 Compiled kernels are cached on disk (``cache=True``, in ``kernels/__pycache__`` when it
-is writable), so only the very first process pays the JIT compile.
+is writable, else Numba's user-wide cache), so only the very first process pays the JIT
+compile (~15-40 s for everything on a 2-core machine; a warm start loads in < 1 s).
 """
 import operator
 
@@ -29,6 +32,10 @@ from numba import njit, prange
 NAME = "numba"
 
 _JIT = dict(parallel=True, cache=True, fastmath=False, nogil=True)
+# Inner loops index with unsigned ints: Numba then skips its negative-index wraparound
+# branch, which otherwise blocks vectorisation (~2-5x slower copies). Every such index is
+# non-negative by construction (the valid q-ranges are clamped first).
+_U = numba.types.uintp
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -47,9 +54,16 @@ def get_num_threads():
 
 
 # ============================================================================ kernels
+# Work split: every array is seen as (P, rows, cols) with P = N*C planes; a task is a band
+# of consecutive rows of one plane (``bands`` per plane, chosen by the wrapper so that there
+# are a few tasks per thread even for N*C = 1). Each task writes only its own output rows,
+# so threads never write the same element, and the result does not depend on the split.
+# Integer divisions (slow) happen once per task and kernel offset, never per row/element.
+
+
 @njit(inline="always")
-def _q_range(off, stride, width, ow):
-    """Outputs q in [lo, hi) whose column ``q*stride + off`` lies inside [0, width)."""
+def _q_range(off, stride, width, count):
+    """Indices q in [lo, hi) of [0, count) with ``q*stride + off`` inside [0, width)."""
     lo = 0
     if off < 0:
         lo = (-off + stride - 1) // stride
@@ -57,242 +71,290 @@ def _q_range(off, stride, width, ow):
     hi = 0
     if last >= 0:
         hi = last // stride + 1
-    if hi > ow:
-        hi = ow
+    if hi > count:
+        hi = count
     if lo > hi:
         lo = hi
     return lo, hi
 
 
+@njit(inline="always")
+def _band(t, bands, rows):
+    """Task t -> (plane, first row, end row)."""
+    pl = t // bands
+    b = t - pl * bands
+    return pl, b * rows // bands, (b + 1) * rows // bands
+
+
 @njit(**_JIT)
 def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    n_, c_, h_, w_ = x.shape
+    # x: (P, H, W); cols: (P, kh*kw, oh*ow). One task per row of cols (long: oh*ow).
+    planes, h_, w_ = x.shape
     kk = kh * kw
-    rows = c_ * kk
-    for t in prange(n_ * rows):
-        n = t // rows
-        r = t - n * rows
-        c = r // kk
-        ij = r - c * kk
+    for t in prange(planes * kk):
+        pl = t // kk
+        ij = t - pl * kk
         i = ij // kw
         j = ij - i * kw
         off = j * dw - pw
         lo, hi = _q_range(off, sw, w_, ow)
-        dst = cols[n, r]
-        for p in range(oh):
-            hh = p * sh + i * dh - ph
+        plo, phi = _q_range(i * dh - ph, sh, h_, oh)  # output rows whose input row exists
+        dst = cols[pl, ij]
+        xp = x[pl]
+        for k in range(plo * ow):
+            dst[_U(k)] = 0
+        for p in range(plo, phi):
+            src = xp[p * sh + i * dh - ph]
             base = p * ow
-            if hh < 0 or hh >= h_:
-                for q in range(ow):
-                    dst[base + q] = 0
+            for q in range(lo):
+                dst[_U(base + q)] = 0
+            if sw == 1:
+                for q in range(lo, hi):
+                    dst[_U(base + q)] = src[_U(q + off)]
             else:
-                src = x[n, c, hh]
-                for q in range(lo):
-                    dst[base + q] = 0
-                if sw == 1:
-                    for q in range(lo, hi):
-                        dst[base + q] = src[q + off]
-                else:
-                    for q in range(lo, hi):
-                        dst[base + q] = src[q * sw + off]
-                for q in range(hi, ow):
-                    dst[base + q] = 0
+                for q in range(lo, hi):
+                    dst[_U(base + q)] = src[_U(q * sw + off)]
+            for q in range(hi, ow):
+                dst[_U(base + q)] = 0
+        for k in range(phi * ow, oh * ow):
+            dst[_U(k)] = 0
 
 
 @njit(**_JIT)
-def _col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    # Gather form, one output row (n, c, y) per task: for pixel (y, x) the contributions
-    # come from kernel offsets (i, j) in increasing order, each at most once -> the
-    # reference's summation order.
-    n_, c_, h_, w_ = x.shape
-    kk = kh * kw
-    per_n = c_ * h_
-    for t in prange(n_ * per_n):
-        n = t // per_n
-        rem = t - n * per_n
-        c = rem // h_
-        y = rem - c * h_
-        dst = x[n, c, y]
-        for xx in range(w_):
-            dst[xx] = 0
+def _col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bands):
+    # cols: (P, kh*kw, oh*ow); x: (P, H, W). Scatter restricted to the task's band of x
+    # rows, loops (i, j, p, q): a pixel receives at most one term per (i, j), so its terms
+    # are added in (i, j) order starting from 0 -- the reference's order.
+    planes, h_, w_ = x.shape
+    for t in prange(planes * bands):
+        pl, y0, y1 = _band(t, bands, h_)
+        xp = x[pl]
+        cp = cols[pl]
+        for y in range(y0, y1):
+            row = xp[y]
+            for xx in range(w_):
+                row[_U(xx)] = 0
         for i in range(kh):
-            hp = y + ph - i * dh  # = p * sh
-            if hp < 0:
-                break
-            p = hp // sh
-            if p * sh != hp or p >= oh:
-                continue
-            base = p * ow
+            roff = i * dh - ph - y0  # band row = p*sh + roff
+            plo, phi = _q_range(roff, sh, y1 - y0, oh)
             for j in range(kw):
                 off = j * dw - pw
                 lo, hi = _q_range(off, sw, w_, ow)
-                src = cols[n, c * kk + i * kw + j]
-                if sw == 1:
-                    for q in range(lo, hi):
-                        dst[q + off] += src[base + q]
-                else:
-                    for q in range(lo, hi):
-                        dst[q * sw + off] += src[base + q]
+                src = cp[i * kw + j]
+                for p in range(plo, phi):
+                    row = xp[y0 + p * sh + roff]
+                    base = p * ow
+                    if sw == 1:
+                        for q in range(lo, hi):
+                            row[_U(q + off)] += src[_U(base + q)]
+                    else:
+                        for q in range(lo, hi):
+                            row[_U(q * sw + off)] += src[_U(base + q)]
 
 
 @njit(**_JIT)
-def _maxpool_fwd(x, y, idx, kh, kw, sh, sw, ph, pw, ninf):
-    # Window scanned row by row over its unpadded pixels (padding is -inf and never wins
-    # under ``v > best or isnan(v)``); no winner leaves idx = 0, as the reference.
-    n_, c_, h_, w_ = x.shape
-    oh = y.shape[2]
-    ow = y.shape[3]
-    per_n = c_ * oh
-    for t in prange(n_ * per_n):
-        n = t // per_n
-        rem = t - n * per_n
-        c = rem // oh
-        p = rem - c * oh
-        h0 = p * sh - ph
-        hs = max(h0, 0)
-        he = min(h0 + kh, h_)
-        yr = y[n, c, p]
-        ir = idx[n, c, p]
-        for q in range(ow):
-            w0 = q * sw - pw
-            ws = max(w0, 0)
-            we = min(w0 + kw, w_)
-            best = ninf
-            bi = 0
-            for hh in range(hs, he):
-                src = x[n, c, hh]
-                for ww in range(ws, we):
-                    v = src[ww]
-                    if v > best or v != v:
-                        best = v
-                        bi = hh * w_ + ww
-            yr[q] = best
-            ir[q] = bi
+def _maxpool_fwd(x, y, idx, kh, kw, sh, sw, ph, pw, ninf, bands):
+    # x: (P, H, W); y, idx: (P, oh, ow). Each window is scanned row by row over its unpadded
+    # pixels (the -inf padding never wins under ``v > best or isnan(v)``); with no winner
+    # (all -inf) idx stays at max(top, 0)*W + max(left, 0), as the reference and torch.
+    planes, h_, w_ = x.shape
+    oh = y.shape[1]
+    ow = y.shape[2]
+    for t in prange(planes * bands):
+        pl, p0, p1 = _band(t, bands, oh)
+        xp = x[pl]
+        yp = y[pl]
+        ip = idx[pl]
+        if sw == 1:
+            # Unit stride: sweep whole output rows per kernel offset (i, j) -- same scan order
+            # per window, and the inner loop over q vectorises (~5x faster than per window).
+            for p in range(p0, p1):
+                hs = max(p * sh - ph, 0)
+                yr = yp[p]
+                ir = ip[p]
+                for q in range(ow):
+                    yr[_U(q)] = ninf
+                    ir[_U(q)] = hs * w_ + max(q - pw, 0)
+            for i in range(kh):
+                plo, phi = _q_range(i - ph, sh, h_, oh)
+                plo = max(plo, p0)
+                phi = min(phi, p1)
+                for j in range(kw):
+                    off = j - pw
+                    lo, hi = _q_range(off, 1, w_, ow)
+                    for p in range(plo, phi):
+                        hh = p * sh + i - ph
+                        yr = yp[p]
+                        ir = ip[p]
+                        src = xp[hh]
+                        base = hh * w_ + off
+                        for q in range(lo, hi):
+                            v = src[_U(q + off)]
+                            if v > yr[_U(q)] or v != v:
+                                yr[_U(q)] = v
+                                ir[_U(q)] = base + q
+        else:
+            # Strided: one window at a time (strided row sweeps do not vectorise).
+            for p in range(p0, p1):
+                h0 = p * sh - ph
+                hs = max(h0, 0)
+                he = min(h0 + kh, h_)
+                yr = yp[p]
+                ir = ip[p]
+                for q in range(ow):
+                    w0 = q * sw - pw
+                    ws = max(w0, 0)
+                    we = min(w0 + kw, w_)
+                    best = ninf
+                    bi = hs * w_ + ws
+                    for hh in range(hs, he):
+                        src = xp[hh]
+                        for ww in range(ws, we):
+                            v = src[_U(ww)]
+                            if v > best or v != v:
+                                best = v
+                                bi = hh * w_ + ww
+                    yr[_U(q)] = best
+                    ir[_U(q)] = bi
 
 
 @njit(**_JIT)
 def _maxpool_bwd(dy, idx, dx):
-    # dy, idx: (N*C, oh*ow); dx: (N*C, h*w). One (n, c) plane per task, row-major order.
-    # Returns the number of out-of-range indices (skipped).
+    # dy, idx: (P, oh*ow); dx: (P, h*w). One plane per task (windows may overlap, so rows
+    # cannot be split), row-major (p, q) order as np.add.at. Returns the number of
+    # out-of-range indices (skipped, the wrapper raises).
     planes, m = dy.shape
     size = dx.shape[1]
     bad = 0
     for t in prange(planes):
         dst = dx[t]
         for k in range(size):
-            dst[k] = 0
+            dst[_U(k)] = 0
         g = dy[t]
         ix = idx[t]
         for k in range(m):
-            a = ix[k]
+            a = ix[_U(k)]
             if a >= 0 and a < size:
-                dst[a] += g[k]
+                dst[_U(a)] += g[_U(k)]
             else:
                 bad += 1
     return bad
 
 
 @njit(**_JIT)
-def _avgpool_fwd(x, y, kh, kw, sh, sw, ph, pw, div):
-    n_, c_, h_, w_ = x.shape
-    oh = y.shape[2]
-    ow = y.shape[3]
-    per_n = c_ * oh
-    for t in prange(n_ * per_n):
-        n = t // per_n
-        rem = t - n * per_n
-        c = rem // oh
-        p = rem - c * oh
-        dst = y[n, c, p]
-        for q in range(ow):
-            dst[q] = 0
+def _avgpool_fwd(x, y, kh, kw, sh, sw, ph, pw, div, bands):
+    # x: (P, H, W); y: (P, oh, ow). Terms added in (i, j) order from 0 in the array dtype,
+    # then divided by dtype(kh*kw): the reference's arithmetic (its padded zeros add nothing).
+    planes, h_, w_ = x.shape
+    oh = y.shape[1]
+    ow = y.shape[2]
+    for t in prange(planes * bands):
+        pl, p0, p1 = _band(t, bands, oh)
+        xp = x[pl]
+        yp = y[pl]
+        for p in range(p0, p1):
+            row = yp[p]
+            for q in range(ow):
+                row[_U(q)] = 0
         for i in range(kh):
-            hh = p * sh + i - ph
-            if hh < 0 or hh >= h_:
-                continue
-            src = x[n, c, hh]
+            plo, phi = _q_range(i - ph, sh, h_, oh)
+            plo = max(plo, p0)
+            phi = min(phi, p1)
             for j in range(kw):
                 off = j - pw
                 lo, hi = _q_range(off, sw, w_, ow)
-                if sw == 1:
-                    for q in range(lo, hi):
-                        dst[q] += src[q + off]
-                else:
-                    for q in range(lo, hi):
-                        dst[q] += src[q * sw + off]
-        for q in range(ow):
-            dst[q] = dst[q] / div
+                for p in range(plo, phi):
+                    row = yp[p]
+                    src = xp[p * sh + i - ph]
+                    if sw == 1:
+                        for q in range(lo, hi):
+                            row[_U(q)] += src[_U(q + off)]
+                    else:
+                        for q in range(lo, hi):
+                            row[_U(q)] += src[_U(q * sw + off)]
+        for p in range(p0, p1):
+            row = yp[p]
+            for q in range(ow):
+                row[_U(q)] = row[_U(q)] / div
 
 
 @njit(**_JIT)
-def _avgpool_bwd(dy, dx, kh, kw, sh, sw, ph, pw, div):
-    # Gather form over rows of dx; per pixel, offsets (i, j) in increasing order.
-    n_, c_, h_, w_ = dx.shape
-    oh = dy.shape[2]
-    ow = dy.shape[3]
-    per_n = c_ * h_
-    for t in prange(n_ * per_n):
-        n = t // per_n
-        rem = t - n * per_n
-        c = rem // h_
-        y = rem - c * h_
-        dst = dx[n, c, y]
-        for xx in range(w_):
-            dst[xx] = 0
+def _avgpool_bwd(dy, dx, kh, kw, sh, sw, ph, pw, div, bands):
+    # dy: (P, oh, ow); dx: (P, H, W). As col2im: each pixel gets its dy/(kh*kw) terms in
+    # (i, j) order starting from 0, like the reference. The shares dy/(kh*kw) of the dy rows
+    # the band needs are computed once per task (kh*kw fewer divisions).
+    planes, h_, w_ = dx.shape
+    oh = dy.shape[1]
+    ow = dy.shape[2]
+    for t in prange(planes * bands):
+        pl, y0, y1 = _band(t, bands, h_)
+        xp = dx[pl]
+        for y in range(y0, y1):
+            row = xp[y]
+            for xx in range(w_):
+                row[_U(xx)] = 0
+        pmin, _ = _q_range((kh - 1) - ph - y0, sh, y1 - y0, oh)
+        _, pmax = _q_range(-ph - y0, sh, y1 - y0, oh)
+        if pmax <= pmin:
+            continue
+        share = np.empty((pmax - pmin, ow), dy.dtype)
+        for p in range(pmin, pmax):
+            g = dy[pl, p]
+            srow = share[p - pmin]
+            for q in range(ow):
+                srow[_U(q)] = g[_U(q)] / div
         for i in range(kh):
-            hp = y + ph - i
-            if hp < 0:
-                break
-            p = hp // sh
-            if p * sh != hp or p >= oh:
-                continue
-            g = dy[n, c, p]
+            roff = i - ph - y0
+            plo, phi = _q_range(roff, sh, y1 - y0, oh)
             for j in range(kw):
                 off = j - pw
                 lo, hi = _q_range(off, sw, w_, ow)
-                if sw == 1:
-                    for q in range(lo, hi):
-                        dst[q + off] += g[q] / div
-                else:
-                    for q in range(lo, hi):
-                        dst[q * sw + off] += g[q] / div
+                for p in range(plo, phi):
+                    row = xp[y0 + p * sh + roff]
+                    g = share[p - pmin]
+                    if sw == 1:
+                        for q in range(lo, hi):
+                            row[_U(q + off)] += g[_U(q)]
+                    else:
+                        for q in range(lo, hi):
+                            row[_U(q * sw + off)] += g[_U(q)]
 
 
 @njit(**_JIT)
-def _gather(src, dst, fh, fw):
-    # dst[n, c, a, b] = src[n, c, a*fh, b*fw]; dst sized ceil(src/f).
-    n_, c_, h_, w_ = dst.shape
-    per_n = c_ * h_
-    for t in prange(n_ * per_n):
-        n = t // per_n
-        rem = t - n * per_n
-        c = rem // h_
-        a = rem - c * h_
-        d = dst[n, c, a]
-        s = src[n, c, a * fh]
-        for b in range(w_):
-            d[b] = s[b * fw]
+def _gather(src, dst, fh, fw, bands):
+    # dst[pl, a, b] = src[pl, a*fh, b*fw]; dst: (P, ceil(H/fh), ceil(W/fw)).
+    planes, h_, w_ = dst.shape
+    for t in prange(planes * bands):
+        pl, a0, a1 = _band(t, bands, h_)
+        for a in range(a0, a1):
+            d = dst[pl, a]
+            s = src[pl, a * fh]
+            if fw == 1:
+                for b in range(w_):
+                    d[_U(b)] = s[_U(b)]
+            else:
+                for b in range(w_):
+                    d[_U(b)] = s[_U(b * fw)]
 
 
 @njit(**_JIT)
-def _scatter(src, dst, fh, fw):
-    # dst = zeros; dst[n, c, a*fh, b*fw] = src[n, c, a, b]; src sized ceil(dst/f).
-    n_, c_, h_, w_ = dst.shape
-    nb = min(src.shape[3], (w_ - 1) // fw + 1)  # columns of src that land inside dst
-    per_n = c_ * h_
-    for t in prange(n_ * per_n):
-        n = t // per_n
-        rem = t - n * per_n
-        c = rem // h_
-        yy = rem - c * h_
-        d = dst[n, c, yy]
-        for b in range(w_):
-            d[b] = 0
-        a = yy // fh
-        if a * fh == yy and a < src.shape[2]:
-            s = src[n, c, a]
-            for b in range(nb):
-                d[b * fw] = s[b]
+def _scatter(src, dst, fh, fw, bands):
+    # dst (pre-zeroed by the wrapper, np.zeros) gets dst[pl, a*fh, b*fw] = src[pl, a, b];
+    # src: (P, ceil(H/fh), ceil(W/fw)). Tasks are bands of source rows.
+    planes, h_, w_ = dst.shape
+    nb = min(src.shape[2], (w_ - 1) // fw + 1)  # source columns/rows that land inside dst
+    na = min(src.shape[1], (h_ - 1) // fh + 1)
+    for t in prange(planes * bands):
+        pl, a0, a1 = _band(t, bands, na)
+        for a in range(a0, a1):
+            d = dst[pl, a * fh]
+            s = src[pl, a]
+            if fw == 1:
+                for b in range(nb):
+                    d[_U(b)] = s[_U(b)]
+            else:
+                for b in range(nb):
+                    d[_U(b * fw)] = s[_U(b)]
 
 
 # ============================================================================ wrappers
@@ -306,12 +368,15 @@ def _array(x, name, ndim=4):
     return np.ascontiguousarray(x)
 
 
+_INT_MAX = 2**31 - 1  # keeps every index product of the kernels inside int64
+
+
 def _ints(values, names, minimum):
     out = []
     for v, name in zip(values, names):
         v = operator.index(v)
-        if v < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {v}")
+        if not minimum <= v <= _INT_MAX:
+            raise ValueError(f"{name} must be in [{minimum}, {_INT_MAX}], got {v}")
         out.append(v)
     return out
 
@@ -321,6 +386,31 @@ def _fits(size, k, s, p, d, o, what):
     if (o - 1) * s + d * (k - 1) + 1 > size + 2 * p:
         raise ValueError(f"{what}: output size {o} (kernel {k}, stride {s}, dilation {d}) does not "
                          f"fit the input size {size} with padding {p}")
+
+
+_TASKS_PER_THREAD = 4
+# Below this many element operations a kernel runs on the calling thread only: waking the
+# worker threads costs more than the work (and, on an oversubscribed machine, a whole
+# scheduler time slice: measured 6 us serial vs 8-20 ms with 2 threads for a tiny pool).
+_SERIAL_BELOW = 1 << 15
+
+
+def _launch(kernel, work, *args):
+    """Run ``kernel(*args)``; serially when ``work`` (element operations) is small."""
+    nt = numba.get_num_threads()
+    if nt > 1 and work < _SERIAL_BELOW:
+        numba.set_num_threads(1)
+        try:
+            return kernel(*args)
+        finally:
+            numba.set_num_threads(nt)
+    return kernel(*args)
+
+
+def _bands(planes, rows):
+    """Row bands per plane: enough tasks (a few per thread) when there are few planes."""
+    want = _TASKS_PER_THREAD * numba.get_num_threads()
+    return max(1, min(rows, -(-want // planes)))
 
 
 def im2col2d(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
@@ -334,7 +424,8 @@ def im2col2d(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     _fits(w, kw, sw, pw, dw, ow, "im2col2d (width)")
     cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
     if cols.size:
-        _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        _launch(_im2col, cols.size, x.reshape(n * c, h, w), cols.reshape(n * c, kh * kw, oh * ow),
+                kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
     return cols
 
 
@@ -351,7 +442,8 @@ def col2im2d(cols, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     _fits(w, kw, sw, pw, dw, ow, "col2im2d (width)")
     x = np.empty((n, c, h, w), dtype=cols.dtype)
     if x.size:
-        _col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+        _launch(_col2im, cols.size + x.size, cols.reshape(n * c, kh * kw, oh * ow),
+                x.reshape(n * c, h, w), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, _bands(n * c, h))
     return x
 
 
@@ -367,11 +459,13 @@ def _pool_args(x, kh, kw, sh, sw, ph, pw, oh, ow):
 def maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     """x: (N, C, H, W) -> (y, idx int64), both (N, C, oh, ow); idx = h*W + w of the winner."""
     x, kh, kw, sh, sw, ph, pw, oh, ow = _pool_args(x, kh, kw, sh, sw, ph, pw, oh, ow)
-    n, c = x.shape[:2]
+    n, c, h, w = x.shape
     y = np.empty((n, c, oh, ow), dtype=x.dtype)
     idx = np.empty((n, c, oh, ow), dtype=np.int64)
     if y.size:
-        _maxpool_fwd(x, y, idx, kh, kw, sh, sw, ph, pw, x.dtype.type(-np.inf))
+        _launch(_maxpool_fwd, y.size * kh * kw, x.reshape(n * c, h, w), y.reshape(n * c, oh, ow),
+                idx.reshape(n * c, oh, ow), kh, kw, sh, sw, ph, pw, x.dtype.type(-np.inf),
+                _bands(n * c, oh))
     return y, idx
 
 
@@ -382,15 +476,17 @@ def maxpool2d_backward(dy, idx, h, w):
     if not isinstance(idx, np.ndarray) or idx.shape != dy.shape:
         raise ValueError(f"idx must be an ndarray of shape {dy.shape}, got "
                          f"{getattr(idx, 'shape', type(idx).__name__)}")
-    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    if idx.dtype != np.int64:
+        raise TypeError(f"idx must have dtype int64, got {idx.dtype}")
+    idx = np.ascontiguousarray(idx)
     n, c, oh, ow = dy.shape
     dx = np.empty((n, c, h, w), dtype=dy.dtype)
     if dx.size:
-        bad = _maxpool_bwd(dy.reshape(n * c, oh * ow), idx.reshape(n * c, oh * ow),
-                           dx.reshape(n * c, h * w))
+        bad = _launch(_maxpool_bwd, dx.size + dy.size, dy.reshape(n * c, oh * ow),
+                      idx.reshape(n * c, oh * ow), dx.reshape(n * c, h * w))
         if bad:
             raise ValueError(f"idx has {bad} entries outside [0, {h * w})")
-    elif dy.size and idx.size:
+    elif dy.size:
         raise ValueError(f"idx has entries but the input plane ({h}, {w}) is empty")
     return dx
 
@@ -398,10 +494,11 @@ def maxpool2d_backward(dy, idx, h, w):
 def avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, oh, ow):
     """x: (N, C, H, W) -> y: (N, C, oh, ow), window sums of the zero-padded x / (kh*kw)."""
     x, kh, kw, sh, sw, ph, pw, oh, ow = _pool_args(x, kh, kw, sh, sw, ph, pw, oh, ow)
-    n, c = x.shape[:2]
+    n, c, h, w = x.shape
     y = np.empty((n, c, oh, ow), dtype=x.dtype)
     if y.size:
-        _avgpool_fwd(x, y, kh, kw, sh, sw, ph, pw, x.dtype.type(kh * kw))
+        _launch(_avgpool_fwd, y.size * kh * kw, x.reshape(n * c, h, w), y.reshape(n * c, oh, ow),
+                kh, kw, sh, sw, ph, pw, x.dtype.type(kh * kw), _bands(n * c, oh))
     return y
 
 
@@ -416,8 +513,26 @@ def avgpool2d_backward(dy, h, w, kh, kw, sh, sw, ph, pw):
         _fits(w, kw, sw, pw, 1, ow, "avgpool2d_backward (width)")
     dx = np.empty((n, c, h, w), dtype=dy.dtype)
     if dx.size:
-        _avgpool_bwd(dy, dx, kh, kw, sh, sw, ph, pw, dy.dtype.type(kh * kw))
+        _launch(_avgpool_bwd, dy.size * kh * kw + dx.size, dy.reshape(n * c, oh, ow),
+                dx.reshape(n * c, h, w), kh, kw, sh, sw, ph, pw, dy.dtype.type(kh * kw),
+                _bands(n * c, h))
     return dx
+
+
+def _gather4(src, n, c, h, w, fh, fw):
+    dst = np.empty((n, c, h, w), dtype=src.dtype)
+    if dst.size:
+        _launch(_gather, dst.size, src.reshape(n * c, src.shape[2], src.shape[3]),
+                dst.reshape(n * c, h, w), fh, fw, _bands(n * c, h))
+    return dst
+
+
+def _scatter4(src, n, c, h, w, fh, fw):
+    dst = np.zeros((n, c, h, w), dtype=src.dtype)  # calloc: usually cheaper than writing zeros
+    if dst.size and src.size:
+        _launch(_scatter, src.size, src.reshape(n * c, src.shape[2], src.shape[3]),
+                dst.reshape(n * c, h, w), fh, fw, _bands(n * c, src.shape[2]))
+    return dst
 
 
 def upsample2d_forward(x, fh, fw):
@@ -427,10 +542,7 @@ def upsample2d_forward(x, fh, fw):
     n, c, h, w = x.shape
     if h < 1 or w < 1:
         raise ValueError(f"x must have H, W >= 1, got shape {x.shape}")
-    y = np.empty((n, c, fh * (h - 1) + 1, fw * (w - 1) + 1), dtype=x.dtype)
-    if y.size:
-        _scatter(x, y, fh, fw)
-    return y
+    return _scatter4(x, n, c, fh * (h - 1) + 1, fw * (w - 1) + 1, fh, fw)
 
 
 def upsample2d_backward(dy, fh, fw):
@@ -438,10 +550,7 @@ def upsample2d_backward(dy, fh, fw):
     dy = _array(dy, "dy")
     fh, fw = _ints((fh, fw), ("fh", "fw"), 1)
     n, c, h, w = dy.shape
-    dx = np.empty((n, c, -(-h // fh), -(-w // fw)), dtype=dy.dtype)
-    if dx.size:
-        _gather(dy, dx, fh, fw)
-    return dx
+    return _gather4(dy, n, c, -(-h // fh), -(-w // fw), fh, fw)
 
 
 def downsample2d_forward(x, fh, fw):
@@ -449,10 +558,7 @@ def downsample2d_forward(x, fh, fw):
     x = _array(x, "x")
     fh, fw = _ints((fh, fw), ("fh", "fw"), 1)
     n, c, h, w = x.shape
-    y = np.empty((n, c, -(-h // fh), -(-w // fw)), dtype=x.dtype)
-    if y.size:
-        _gather(x, y, fh, fw)
-    return y
+    return _gather4(x, n, c, -(-h // fh), -(-w // fw), fh, fw)
 
 
 def downsample2d_backward(dy, h, w, fh, fw):
@@ -464,7 +570,4 @@ def downsample2d_backward(dy, h, w, fh, fw):
     if dy.shape[2:] != (-(-h // fh), -(-w // fw)):
         raise ValueError(f"dy must have spatial shape {(-(-h // fh), -(-w // fw))} for h={h}, w={w}, "
                          f"fh={fh}, fw={fw}; got {dy.shape[2:]}")
-    dx = np.empty((n, c, h, w), dtype=dy.dtype)
-    if dx.size:
-        _scatter(dy, dx, fh, fw)
-    return dx
+    return _scatter4(dy, n, c, h, w, fh, fw)

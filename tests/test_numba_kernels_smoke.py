@@ -13,6 +13,12 @@ ref = pytest.importorskip("fastconv.reference")
 
 DTYPES = [np.float32, np.float64]
 
+
+@pytest.fixture(autouse=True)
+def _always_parallel(monkeypatch):
+    """Small calls normally run on one thread; force the multi-threaded, banded split."""
+    monkeypatch.setattr(nk, "_SERIAL_BELOW", 0)
+
 # N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw
 CONV_CASES = [
     (2, 3, 7, 9, 3, 3, 1, 1, 1, 1, 1, 1),    # "same" 3x3
@@ -29,7 +35,7 @@ POOL_CASES = [
     (1, 2, 7, 9, 3, 3, 2, 2, 1, 1),          # overlapping windows + padding
     (2, 1, 9, 10, 2, 3, 4, 5, 1, 1),         # stride > kernel
     (1, 3, 5, 1, 3, 1, 1, 1, 1, 0),          # width-1 output
-    (1, 1, 4, 4, 3, 3, 1, 1, 2, 2),          # windows made only of padding at the corners
+    (1, 1, 4, 4, 3, 3, 1, 1, 2, 2),          # corner windows holding a single pixel
 ]
 
 
@@ -75,6 +81,11 @@ def test_pooling(case, dtype):
     _same(y, y_ref)
     assert idx.dtype == np.int64
     np.testing.assert_array_equal(idx, idx_ref)
+    # all -inf: no element ever wins, the argmax stays at each window's first unpadded pixel
+    y_inf, idx_inf = nk.maxpool2d_forward(np.full_like(x, -np.inf), *geom)
+    y_inf_ref, idx_inf_ref = ref.maxpool2d_forward(np.full_like(x, -np.inf), *geom)
+    _same(y_inf, y_inf_ref)
+    np.testing.assert_array_equal(idx_inf, idx_inf_ref)
     dy = rng.standard_normal((n, c, oh, ow)).astype(dtype)
     _same(nk.maxpool2d_backward(dy, idx_ref, h, w), ref.maxpool2d_backward(dy, idx_ref, h, w))
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
@@ -108,21 +119,33 @@ def test_inconsistent_shapes_raise():
         nk.maxpool2d_backward(np.ones((1, 1, 1, 1)), np.array([[[[25]]]]), 5, 5)
     with pytest.raises(ValueError):
         nk.downsample2d_backward(np.zeros((1, 1, 2, 2)), 5, 5, 2, 2)
+    with pytest.raises(ValueError):  # huge params would overflow the kernels' int64 indices
+        nk.im2col2d(x, 1, 1, 2**62, 1, 2**62, 0, 1, 1, 2, 5)
 
 
-def test_set_num_threads_gives_same_result():
+def test_thread_count_does_not_change_results():
+    """Large enough to run in parallel, with one plane so that rows are split into bands."""
     import numba
 
     rng = np.random.default_rng(1)
-    cols = rng.standard_normal((2, 3 * 9, 16))
+    h, w, oh, ow = 130, 70, 64, 34  # 3x3 kernel, stride 2, padding 0
+    cols = rng.standard_normal((1, 9, oh * ow))
+    x = rng.standard_normal((1, 1, h, w))
+    dy = rng.standard_normal((1, 1, oh, ow))
     before = numba.get_num_threads()
+    results = []
     try:
-        nk.set_num_threads(1)
-        one = nk.col2im2d(cols, 3, 6, 6, 3, 3, 1, 1, 0, 0, 1, 1, 4, 4)
-        nk.set_num_threads(10**6)  # capped, not an error
+        for n in (1, 10**6):  # 10**6 is capped at numba.config.NUMBA_NUM_THREADS, not an error
+            nk.set_num_threads(n)
+            results.append((nk.col2im2d(cols, 1, h, w, 3, 3, 2, 2, 0, 0, 1, 1, oh, ow),
+                            nk.im2col2d(x, 3, 3, 2, 2, 0, 0, 1, 1, oh, ow),
+                            nk.avgpool2d_backward(dy, h, w, 3, 3, 2, 2, 0, 0),
+                            nk.maxpool2d_forward(x, 3, 3, 2, 2, 0, 0, oh, ow)[1]))
         assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
-        many = nk.col2im2d(cols, 3, 6, 6, 3, 3, 1, 1, 0, 0, 1, 1, 4, 4)
     finally:
         numba.set_num_threads(before)
-    np.testing.assert_array_equal(one, many)
+    for one, many in zip(*results):
+        np.testing.assert_array_equal(one, many)
+    np.testing.assert_array_equal(results[0][0], ref.col2im2d(cols, 1, h, w, 3, 3, 2, 2, 0, 0, 1, 1, oh, ow))
+    np.testing.assert_array_equal(results[0][2], ref.avgpool2d_backward(dy, h, w, 3, 3, 2, 2, 0, 0))
     assert nk.NAME == "numba"

@@ -36,13 +36,6 @@ def _add_common(p, checkpoint=True):
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
 
 
-def _positive_int(text):
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
-
-
 def add_eval_commands(subparsers) -> None:
     """Add the ``eval``, ``verify``, ``embed`` and ``export-onnx`` subcommands."""
     from fastconv.paths import lfw_root
@@ -197,17 +190,11 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def _atomic_save_npy(path, arr):
-    from .data import _atomic_write
+def cmd_embed(args) -> int:
     import numpy as np
 
-    _atomic_write(path, lambda fh: np.save(fh, arr))
-
-
-def cmd_embed(args) -> int:
-    from .data import decode_images, list_images
+    from .data import _atomic_write, decode_images, list_images
     from .evaluate import embed, resolve_device
-    from .data import _atomic_write
 
     out = args.out if args.out.endswith(".npy") else args.out + ".npy"
     sidecar = out[:-4] + ".json"
@@ -217,7 +204,7 @@ def cmd_embed(args) -> int:
         device = resolve_device(args.device)
         relpaths = list_images(args.directory)
         if not relpaths:
-            raise ValueError(f"no images ({', '.join(('.jpg', '.png'))}, ...) found under {args.directory}")
+            raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
         model, meta = _load_model(args.checkpoint, device)
         pre = _preprocess(meta)
     except (ValueError, TypeError, OSError, KeyError) as exc:
@@ -228,7 +215,7 @@ def cmd_embed(args) -> int:
     if not len(kept):
         return _fail(f"none of the {len(relpaths)} images under {args.directory} could be read")
     emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
-    _atomic_save_npy(out, emb)
+    _atomic_write(out, lambda fh: np.save(fh, emb))
     info = {
         "root": os.path.abspath(args.directory),
         "paths": [relpaths[i] for i in kept],
@@ -251,9 +238,7 @@ def cmd_export_onnx(args) -> int:
         model, meta = _load_model(args.checkpoint, "cpu")
         pre = _preprocess(meta)
         diff = export_onnx(model, args.out, pre.size, opset=args.opset, check=not args.no_check)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        return _fail(exc)
-    except RuntimeError as exc:
+    except (ValueError, TypeError, OSError, KeyError, RuntimeError) as exc:
         return _fail(exc)
     print(f"exported {args.out}: input 'input' float32 (batch, 3, {pre.size}, {pre.size}) normalised "
           f"as (x/255 - 0.5)/0.5, output 'embedding' (batch, {meta.get('embedding_size', 'D')})")

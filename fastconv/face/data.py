@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 CANONICAL = 250  # LFW image side; other images are mapped onto this frame first
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _CACHE_VERSION = 1
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,7 @@ def _atomic_write(path, write_fn):
             write_fn(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; use the normal permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -255,7 +258,8 @@ def _atomic_write(path, write_fn):
 class ImageCache:
     """Decode images once into ``<cache_dir>/images-<key>.npy``; later loads memory-map it.
 
-    The key hashes the preprocess settings, the absolute image root and the file list.
+    The key hashes the preprocess settings, the absolute image root and the file list
+    (with each file's size and modification time).
     Unreadable or missing files are skipped, reported and kept in ``self.skipped``.
     """
 
@@ -276,13 +280,21 @@ class ImageCache:
         self.last_path: str | None = None
 
     def key(self, relpaths) -> str:
-        """Hex digest of (version, preprocess settings, root, file list)."""
+        """Hex digest of (version, preprocess settings, root, file list, each file's size and mtime).
+
+        Size and mtime make an edited, added or removed image invalidate the entry.
+        """
         h = hashlib.sha256()
         h.update(json.dumps(
             {"v": _CACHE_VERSION, "pre": self.pre.to_dict(), "root": self.root}, sort_keys=True
         ).encode())
         for rel in relpaths:
-            h.update(b"\0" + rel.encode("utf-8", "surrogateescape"))
+            try:
+                st = os.stat(_resolve(self.root, rel))
+                stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                stamp = "missing"
+            h.update(b"\0" + rel.encode("utf-8", "surrogateescape") + b"\0" + stamp.encode())
         return h.hexdigest()[:24]
 
     def _paths(self, key):
@@ -401,4 +413,6 @@ def training_set(root, people: dict[str, int] | None, pre: Preprocess, min_image
         mask = remap[labels] >= 0
         images, labels = images[mask], remap[labels[mask]]
         classes = [classes[i] for i in keep_cls]
+    if not classes:
+        raise ValueError(f"no identity under {root} has >= {min_images} readable images")
     return images, labels, classes

@@ -166,7 +166,9 @@ def plot_score_histogram(scores, labels, threshold, path):
     s, y = np.asarray(scores, dtype=float), np.asarray(labels)
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    bins = np.linspace(min(-1.0, s.min()), max(1.0, s.max()), 81)
+    lo, hi = float(s.min()), float(s.max())
+    pad = 0.05 * (hi - lo) + 1e-3
+    bins = np.linspace(lo - pad, hi + pad, 61)
     ax.hist(s[y == 1], bins=bins, alpha=0.6, label="same")
     ax.hist(s[y == 0], bins=bins, alpha=0.6, label="different")
     if threshold is not None:

@@ -67,6 +67,9 @@ def export_onnx(model, path, input_size: int, opset=17, check=True, atol=1e-4) -
         diff = onnx_parity(m, tmp, input_size) if check else float("nan")
         if check and not diff <= atol:
             raise RuntimeError(f"ONNX parity check failed: max |torch - onnx| = {diff:.3g} > {atol:g}")
+        from .data import _UMASK
+
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -18,6 +18,8 @@ import csv
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = [
     "Pair",
     "image_relpath",
@@ -165,7 +167,7 @@ def read_people(path) -> list[dict[str, int]]:
         raise ValueError(f"{path}:{lineno}: expected a header with 1 integer, got {len(header)} fields")
     n = _positive(path, lineno, header[0], "header count")
     # people.txt: the second line is a fold size (one field); peopleDev*: a 'name count' line.
-    multi = len(lines) > 1 and len(lines[1][1]) == 1
+    multi = len(lines) > 1 and len(lines[1][1]) == 1 and lines[1][1][0].isdigit()
     if not multi:
         if len(lines) - 1 != n:
             where = lines[n + 1][0] if len(lines) - 1 > n else lines[-1][0]
@@ -257,8 +259,6 @@ def is_lfw_pairs_file(path) -> bool:
 
 def flatten_folds(folds: list[list[Pair]]):
     """``folds`` -> (pairs, fold_index int64 (n_pairs,), 0-based)."""
-    import numpy as np
-
     pairs = [p for fold in folds for p in fold]
     index = np.concatenate(
         [np.full(len(fold), i, dtype=np.int64) for i, fold in enumerate(folds)]

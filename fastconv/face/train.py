@@ -242,30 +242,12 @@ def prepare_data(cfg, split=None, progress=True):
     if len(classes) < 2:
         raise ValueError(f"need at least 2 training identities, got {len(classes)} "
                          f"(min_images={d['min_images']}, people={len(train_people)})")
-    return {"images": np.ascontiguousarray(images), "labels": labels, "classes": classes,
+    return {"images": np.array(images, copy=True), "labels": labels, "classes": classes,
             "val_images": val_images, "val_pairs": val_idx, "val_same": val_same,
             "split": split, "image_root": str(image_root), "preprocess": pre}
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-@torch.no_grad()
-def embed_images(model, images, device, batch_size=256, flip=True, channels_last=False):
-    """uint8 ``(N,3,S,S)`` -> ``(N,D)`` float32 L2-normalised embeddings (flip-averaged)."""
-    from .data import normalize
-
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        e = model(x).float()
-        if flip:
-            e = e + model(torch.flip(x, dims=[3])).float()
-        out.append(torch.nn.functional.normalize(e, dim=1).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def validate(model, data, device, channels_last=False):
@@ -274,7 +256,9 @@ def validate(model, data, device, channels_last=False):
 
     if len(data["val_pairs"]) == 0 or data["val_same"].all() or not data["val_same"].any():
         return None
-    emb = embed_images(model, data["val_images"], device, channels_last=channels_last)
+    from .evaluate import embed
+
+    emb = embed(model, data["val_images"], device=device)
     a, b = data["val_pairs"][:, 0], data["val_pairs"][:, 1]
     scores = np.sum(emb[a] * emb[b], axis=1)
     e, _ = eer(scores, data["val_same"].astype(np.int64))
@@ -317,7 +301,9 @@ class _Logger:
 @torch.no_grad()
 def class_centres(backbone, images, labels, num_classes, device, channels_last=False):
     """``(C, D)`` normalised mean embedding of every class (margin-head initialisation)."""
-    emb = torch.from_numpy(embed_images(backbone, images, device, flip=False, channels_last=channels_last))
+    from .evaluate import embed
+
+    emb = torch.from_numpy(embed(backbone, images, flip=False, device=device))
     centres = torch.zeros(num_classes, emb.shape[1])
     centres.index_add_(0, torch.from_numpy(labels), emb)
     return torch.nn.functional.normalize(centres, dim=1)
@@ -329,10 +315,13 @@ def _meta(cfg, data, threshold):
             "threshold": threshold, "num_classes": len(data["classes"]), "config": cfg}
 
 
-def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epochs=None, data=None):
+def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epochs=None, data=None,
+          return_model=False):
     """Run the enabled stages of ``cfg``; returns a summary dict (best/last validation, paths, minutes).
 
-    ``stop_after_epochs`` ends this run after that many epochs (to test ``resume``).
+    ``split``: a protocols.Split to train on instead of ``cfg["data"]``; ``data``: prepared arrays (see
+    :func:`prepare_data`); ``stop_after_epochs`` ends this run after that many epochs (to test
+    ``resume``); ``return_model`` adds the trained backbone under ``"model"``.
     """
     t_start = time.time()
     world, rank, local_rank = _dist_info()
@@ -386,7 +375,7 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
         st = cfg[stage_name]
         if si < start_stage or not st["enabled"] or st["epochs"] == 0:
             continue
-        resuming_here = state is not None and si == start_stage
+        resuming_here = state is not None and si == start_stage and start_epoch > 0
         head_kw = {"label_smoothing": st["label_smoothing"], "s": st["s"], "m": st["m"]}
         head = build_head(st["head"], cfg["model"]["embedding_size"], num_classes, **head_kw).to(device)
         if not resuming_here and st["head"] != "softmax" and st["init_centres"]:
@@ -438,14 +427,15 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
         for epoch in range(first_epoch, st["epochs"]):
             if stop_after_epochs is not None and epochs_done_this_run >= stop_after_epochs:
                 logger.close()
-                return _summary(out_dir, history, best_eer, t_start, stopped=True)
+                return _summary(out_dir, history, best_eer, t_start, True, backbone if return_model else None)
             epoch_seed = seed * 1000003 + si * 10007 + epoch
             gen.manual_seed(epoch_seed)
             torch.manual_seed(epoch_seed + rank)
             if sampler is not None:
                 sampler.set_epoch(epoch)
             module.train()
-            t0, seen, loss_sum, correct, n_batches = time.time(), 0, 0.0, 0, 0
+            t0, seen, n_batches = time.time(), 0, 0
+            loss_t, correct_t = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
             bar = None
             if progress and is_main:
                 from tqdm.auto import tqdm
@@ -471,25 +461,34 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
                 scaler.step(optim)
                 scaler.update()
                 sched.step()
-                with torch.no_grad():
+                with torch.no_grad():  # running sums stay on the device: no per-step host sync
                     pred = head.logits(emb.detach().float(), y).argmax(1) if st["head"] == "softmax" else \
                         head.cosine(emb.detach().float()).argmax(1)
-                    correct += int((pred == y).sum())
-                loss_sum += float(loss.detach())
+                    correct_t += (pred == y).sum()
+                    loss_t += loss.detach().float()
                 n_batches += 1
                 seen += x.shape[0]
-                lr = optim.param_groups[-1]["lr"]
-                ips = seen * world / max(1e-9, time.time() - t0)
-                if bar is not None:
+                show = bar is not None and (step_in_epoch % 10 == 0 or step_in_epoch + 1 == steps_per_epoch)
+                log_now = cfg["log_every"] > 0 and (step_in_epoch + 1) % cfg["log_every"] == 0
+                if show or log_now:
+                    lr = optim.param_groups[-1]["lr"]
+                    ips = seen * world / max(1e-9, time.time() - t0)
+                    loss_sum, correct = float(loss_t), int(correct_t)
+                if show:
                     bar.set_postfix(loss=f"{loss_sum / n_batches:.3f}", acc=f"{correct / seen:.3f}",
                                     lr=f"{lr:.4f}", img_s=f"{ips:.0f}")
+                if bar is not None:
                     bar.update(1)
-                if cfg["log_every"] > 0 and (step_in_epoch + 1) % cfg["log_every"] == 0:
+                if log_now:
                     logger.log({"stage": stage_name, "epoch": epoch + 1, "step": step_in_epoch + 1,
                                 "global_step": global_step, "loss": float(loss.detach()), "lr": lr,
                                 "images_per_s": ips})
+            loss_sum, correct = float(loss_t), int(correct_t)
             if bar is not None:
                 bar.close()
+            if distributed:  # BN running stats drift per rank after DDP's last buffer broadcast: take rank 0's
+                for buf in module.buffers():
+                    dist.broadcast(buf, 0)
             epoch_time = time.time() - t0
             record = {"stage": stage_name, "epoch": epoch + 1, "loss": loss_sum / max(1, n_batches),
                       "train_accuracy": correct / max(1, seen), "lr": optim.param_groups[-1]["lr"],
@@ -527,10 +526,13 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
                 dist.barrier()
         state = None
     logger.close()
-    return _summary(out_dir, history, best_eer, t_start, stopped=False)
+    return _summary(out_dir, history, best_eer, t_start, False, backbone if return_model else None)
 
 
-def _summary(out_dir, history, best_eer, t_start, stopped):
-    return {"out_dir": str(out_dir), "best_val_eer": None if best_eer == float("inf") else best_eer,
+def _summary(out_dir, history, best_eer, t_start, stopped, model=None):
+    out = {"out_dir": str(out_dir), "best_val_eer": None if best_eer == float("inf") else best_eer,
             "last": history[-1] if history else None, "epochs": len(history), "stopped": stopped,
             "minutes": (time.time() - t_start) / 60}
+    if model is not None:
+        out["model"] = model
+    return out

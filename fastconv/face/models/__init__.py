@@ -2,7 +2,6 @@
 
 Every backbone maps ``(B, 3, S, S)`` float images (``S = input_size``) to ``(B, D)`` embeddings.
 """
-import functools
 
 import torch
 from torch import nn

@@ -14,7 +14,8 @@ class EfficientNetFace(nn.Module):
         from torchvision.models import efficientnet_b0
 
         if unused:
-            raise ValueError(f"efficientnet_b0 does not take {sorted(unused)}; valid: embedding_size, input_size, width, dropout")
+            raise ValueError(f"efficientnet_b0 does not take {sorted(unused)}; "
+                             "valid: embedding_size, input_size, width, dropout")
         if not isinstance(input_size, int) or input_size < 32:
             raise ValueError(f"input_size must be an int >= 32, got {input_size!r}")
         self.input_size = input_size
@@ -33,7 +34,8 @@ class EfficientNetFace(nn.Module):
         self.features = nn.BatchNorm1d(embedding_size)
 
     def forward(self, x):
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != self.input_size or x.shape[3] != self.input_size:
+        want = (3, self.input_size, self.input_size)
+        if not torch.jit.is_tracing() and (x.dim() != 4 or tuple(x.shape[1:]) != want):
             raise ValueError(f"expected input (B, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
         x = self.dropout(self.bn(self.trunk(x)))
         return self.features(self.fc(torch.flatten(x, 1)))

@@ -111,7 +111,8 @@ class IResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != self.input_size or x.shape[3] != self.input_size:
+        want = (3, self.input_size, self.input_size)
+        if not torch.jit.is_tracing() and (x.dim() != 4 or tuple(x.shape[1:]) != want):
             raise ValueError(f"expected input (B, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
         x = self.prelu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))

@@ -1,0 +1,1 @@
+"""Runnable examples: ``fastconv train-cnn`` (fastconv.examples.train_cnn)."""

@@ -1,0 +1,1 @@
+"""Training presets (TOML) for ``fastconv face train --config NAME``."""

@@ -1,0 +1,167 @@
+"""The backend registry: listing, selecting, restoring, the environment variable, missing
+backends (ImportError with a how-to) and ``set_num_threads`` validation."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import _backend
+
+CONTRACT = ["im2col2d", "col2im2d", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
+            "avgpool2d_backward", "upsample2d_forward", "upsample2d_backward", "downsample2d_forward",
+            "downsample2d_backward"]
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """Lets a test register backends: the registry and load caches are restored afterwards."""
+    monkeypatch.setattr(_backend, "_REGISTRY", dict(_backend._REGISTRY))
+    monkeypatch.setattr(_backend, "_loaded", dict(_backend._loaded))
+    monkeypatch.setattr(_backend, "_errors", dict(_backend._errors))
+    monkeypatch.setattr(_backend, "_current", _backend._current)
+    return _backend
+
+
+def _python(code, **env):
+    full_env = {k: v for k, v in os.environ.items() if k != "FASTCONV_BACKEND"}
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
+                          timeout=120)
+
+
+def test_available_backends_lists_reference():
+    names = fc.available_backends()
+    assert isinstance(names, list) and "reference" in names
+    assert names[-1] == "reference", "reference is the slowest, listed last"
+    assert len(set(names)) == len(names)
+
+
+def test_required_backends_load():
+    """CI sets FASTCONV_REQUIRE_BACKENDS=cython,numba so that a broken build cannot silently
+    shrink the backend matrix (available_backends() just leaves it out)."""
+    required = [n for n in os.environ.get("FASTCONV_REQUIRE_BACKENDS", "").split(",") if n]
+    if not required:
+        pytest.skip("FASTCONV_REQUIRE_BACKENDS not set")
+    for name in required:
+        _backend.backend_module(name)  # raises ImportError with the reason and the how-to
+
+
+def test_every_available_backend_has_the_contract():
+    for name in fc.available_backends():
+        module = _backend.backend_module(name)
+        missing = [f for f in CONTRACT if not callable(getattr(module, f, None))]
+        assert not missing, f"backend {name} lacks {missing}"
+
+
+def test_default_is_the_fastest_available():
+    result = _python("import fastconv as fc; print(fc.get_backend()); print(fc.available_backends()[0])")
+    assert result.returncode == 0, result.stderr
+    current, fastest = result.stdout.split()
+    assert current == fastest
+
+
+def test_set_backend_unknown_name_lists_the_names(registry):
+    before = fc.get_backend()
+    with pytest.raises(ValueError, match=r"unknown backend 'nope'.*'reference'") as info:
+        fc.set_backend("nope")
+    for name in fc.available_backends():
+        assert repr(name) in str(info.value)
+    assert fc.get_backend() == before, "a failed set_backend must not change the backend"
+
+
+@pytest.mark.parametrize("name", fc.available_backends())
+def test_set_backend_and_use_backend_restore(registry, name):
+    fc.set_backend("reference")
+    with fc.use_backend(name) as chosen:
+        assert chosen == name and fc.get_backend() == name
+        y = fc.nn.Upsample1d(2)(np.ones((1, 1, 3)))
+        assert y.tolist() == [[[1, 0, 1, 0, 1]]]
+    assert fc.get_backend() == "reference"
+    fc.set_backend(name)
+    assert fc.get_backend() == name
+
+
+def test_use_backend_restores_after_an_exception(registry):
+    fc.set_backend("reference")
+    other = fc.available_backends()[0]
+    with pytest.raises(ZeroDivisionError):
+        with fc.use_backend(other):
+            1 / 0
+    assert fc.get_backend() == "reference"
+    with pytest.raises(ValueError, match="unknown backend"):
+        with fc.use_backend("nope"):
+            pass
+    assert fc.get_backend() == "reference"
+
+
+def test_forward_time_backend_runs_backward(registry):
+    """The cache keeps the kernels of the forward's backend (documented in functional.py)."""
+    layer = fc.nn.MaxPool1d(2)
+    x = np.random.default_rng(0).standard_normal((1, 2, 6))
+    with fc.use_backend("reference"):
+        y = layer(x)
+    dx = layer.backward(np.ones_like(y))
+    assert dx.shape == x.shape and dx.sum() == y.size
+
+
+def test_missing_backend_raises_import_error_with_how_to(registry):
+    fc.register_backend("ghost", "no.such.module", "pip install ghost")
+    assert "ghost" not in fc.available_backends()
+    for _ in range(2):  # the failure is cached; the second error says the same
+        with pytest.raises(ImportError, match=r"backend 'ghost' is not available \(ModuleNotFoundError.*\); "
+                                              r"to get it, pip install ghost"):
+            fc.set_backend("ghost")
+    with pytest.raises(ImportError, match="pip install ghost"):
+        with fc.use_backend("ghost"):
+            pass
+    assert fc.get_backend() != "ghost"
+
+
+def test_register_backend_first_becomes_default(registry):
+    fc.register_backend("refcopy", "fastconv.reference", first=True)
+    assert fc.available_backends()[0] == "refcopy"
+    _backend._current = None
+    assert fc.get_backend() == "refcopy"
+    with pytest.raises(TypeError, match="non-empty str"):
+        fc.register_backend("", "fastconv.reference")
+
+
+def test_env_var_selects_backend():
+    code = "import fastconv as fc; print(fc.get_backend())"
+    for name in fc.available_backends():
+        result = _python(code, FASTCONV_BACKEND=name)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == name
+
+
+def test_env_var_unknown_backend_fails_loudly():
+    result = _python("import fastconv as fc; fc.get_backend()", FASTCONV_BACKEND="nope")
+    assert result.returncode != 0
+    assert "ValueError" in result.stderr and "unknown backend 'nope'" in result.stderr
+    assert "'reference'" in result.stderr
+
+
+@pytest.mark.parametrize("bad", [1.5, "2", True, None])
+def test_set_num_threads_type(bad):
+    with pytest.raises(TypeError, match=r"n must be an int, got"):
+        fc.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_set_num_threads_value(bad):
+    with pytest.raises(ValueError, match=rf"n must be >= 1, got {bad}"):
+        fc.set_num_threads(bad)
+
+
+def test_set_num_threads_applies():
+    """Run in a subprocess: the call changes process-wide thread pools."""
+    code = ("import os, fastconv as fc; names = fc.available_backends(); fc.set_num_threads(1); "
+            "print(os.environ['OMP_NUM_THREADS']);\n"
+            "if 'numba' in names:\n import numba; print(numba.get_num_threads())\n"
+            "else:\n print(1)")
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1"]

@@ -1,0 +1,35 @@
+"""Synthetic face-like data for the training tests: each identity is a fixed random colour grid."""
+import numpy as np
+import torch
+
+
+def identity_images(n_classes, per_class, size, seed):
+    """-> (images uint8 (n_classes*per_class, 3, size, size), labels int64); noisy copies of a class pattern."""
+    rng = np.random.default_rng(seed)
+    grids = rng.integers(0, 256, size=(n_classes, 3, 4, 4)).astype(np.float32)
+    base = torch.nn.functional.interpolate(torch.from_numpy(grids), size=(size, size), mode="bilinear",
+                                           align_corners=False).numpy()
+    imgs = np.repeat(base, per_class, axis=0) + rng.normal(0, 25, size=(n_classes * per_class, 3, size, size))
+    labels = np.repeat(np.arange(n_classes), per_class).astype(np.int64)
+    return np.clip(imgs, 0, 255).astype(np.uint8), labels
+
+
+def make_data(n_classes=6, per_class=8, size=16, n_val_classes=4, seed=0):
+    """A ``train(data=...)`` dict: training identities plus validation pairs of other identities."""
+    from fastconv.face.data import Preprocess
+
+    images, labels = identity_images(n_classes, per_class, size, seed)
+    vimg, vlab = identity_images(n_val_classes, 3, size, seed + 1)
+    pairs, same = [], []
+    for i in range(len(vlab)):
+        for j in range(i + 1, len(vlab)):
+            pairs.append((i, j))
+            same.append(vlab[i] == vlab[j])
+    return {"images": images, "labels": labels, "classes": [f"id{i}" for i in range(n_classes)],
+            "val_images": vimg, "val_pairs": np.array(pairs, np.int64), "val_same": np.array(same, bool),
+            "split": None, "image_root": "", "preprocess": Preprocess(size=size, crop=150)}
+
+
+TINY = ["model.name=iresnet18", "model.width=0.125", "model.embedding_size=16", "data.size=16",
+        "threads=1", "ce.batch_size=16", "arcface.batch_size=16", "ce.warmup_epochs=0", "log_every=1",
+        "augment.color_jitter=0"]
