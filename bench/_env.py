@@ -17,6 +17,8 @@ def pin_env(n):
     early = [m for m in _PRELOADED if m in sys.modules]
     for var in THREAD_VARS:
         os.environ[var] = str(n)
+    # Same OpenMP wait policy for every contender (fastconv.kernels defaults it to PASSIVE).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return early
 
 
