@@ -45,27 +45,35 @@ def _to_nd(y, spatial_dims):
 
 
 # ----------------------------------------------------------------------------- convolution
+def _conv_operands(x, weight, bias, in_axis, layout):
+    """Validate conv operands; 1-D ones get a height of 1. Weight ``in_axis`` holds the input
+    channels (1 for conv, 0 for transposed conv); the other of axes 0/1 holds the output ones."""
+    nd = np.ndim(weight) - 2
+    if nd not in (1, 2):
+        raise ValueError(f"weight must be 3-D or 4-D {layout}, got shape {np.shape(weight)}")
+    x = _spatial(x, nd, "input")
+    w = as_float_array(weight, "weight", nd + 2, layout)
+    w = w if nd == 2 else w[:, :, None, :]
+    same_dtype(x, w, "input", "weight")
+    if x.shape[1] != w.shape[in_axis]:
+        raise ValueError(f"input has {x.shape[1]} channels but the layer expects {w.shape[in_axis]} "
+                         f"(input shape {x.shape[:2] + x.shape[2 + (nd == 1):]})")
+    if bias is not None:
+        out_channels = w.shape[1 - in_axis]
+        bias = as_float_array(bias, "bias", 1, f"({out_channels},)")
+        same_dtype(bias, w, "bias", "weight")
+        if bias.shape[0] != out_channels:
+            raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+    return x, w, bias, nd
+
+
 def conv_forward(x, weight, bias, stride=1, padding=0, dilation=1):
     """Cross-correlation, as torch's conv1d/conv2d.
 
     x: (N, C, W) or (N, C, H, W); weight: (O, C, kw) or (O, C, kh, kw); bias: (O,) or None
     -> y: (N, O, ow) or (N, O, oh, ow), plus the cache for :func:`conv_backward`.
     """
-    nd = np.ndim(weight) - 2
-    if nd not in (1, 2):
-        raise ValueError(f"weight must be 3-D (O, C, kw) or 4-D (O, C, kh, kw), got shape {np.shape(weight)}")
-    x = _spatial(x, nd, "input")
-    w = as_float_array(weight, "weight", nd + 2, "(O, C, *kernel)")
-    w = w if nd == 2 else w[:, :, None, :]
-    same_dtype(x, w, "input", "weight")
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(f"input has {x.shape[1]} channels but the layer expects {w.shape[1]} "
-                         f"(input shape {x.shape[:2] + x.shape[2 + (nd == 1):]})")
-    if bias is not None:
-        bias = as_float_array(bias, "bias", 1, "(O,)")
-        same_dtype(bias, w, "bias", "weight")
-        if bias.shape[0] != w.shape[0]:
-            raise ValueError(f"bias must have shape ({w.shape[0]},), got {bias.shape}")
+    x, w, bias, nd = _conv_operands(x, weight, bias, in_axis=1, layout="(O, C, *kernel)")
     p = _params2d(nd, stride=(stride, 1), padding=(padding, 0), dilation=(dilation, 1))
     (sh, sw), (ph, pw), (dh, dw) = p["stride"], p["padding"], p["dilation"]
     n, c, h, wd = x.shape
@@ -111,20 +119,7 @@ def conv_transpose_forward(x, weight, bias, stride=1, padding=0, output_padding=
     x: (N, Cin, *in); weight: (Cin, Cout, *kernel); bias: (Cout,) or None -> y: (N, Cout, *out),
     ``out = (in - 1)s - 2p + d(k-1) + output_padding + 1``. y = col2im(w^T @ x) + b.
     """
-    nd = np.ndim(weight) - 2
-    if nd not in (1, 2):
-        raise ValueError(f"weight must be 3-D (Cin, Cout, kw) or 4-D (Cin, Cout, kh, kw), got shape {np.shape(weight)}")
-    x = _spatial(x, nd, "input")
-    w = as_float_array(weight, "weight", nd + 2, "(Cin, Cout, *kernel)")
-    w = w if nd == 2 else w[:, :, None, :]
-    same_dtype(x, w, "input", "weight")
-    if x.shape[1] != w.shape[0]:
-        raise ValueError(f"input has {x.shape[1]} channels but the layer expects {w.shape[0]}")
-    if bias is not None:
-        bias = as_float_array(bias, "bias", 1, "(Cout,)")
-        same_dtype(bias, w, "bias", "weight")
-        if bias.shape[0] != w.shape[1]:
-            raise ValueError(f"bias must have shape ({w.shape[1]},), got {bias.shape}")
+    x, w, bias, nd = _conv_operands(x, weight, bias, in_axis=0, layout="(Cin, Cout, *kernel)")
     p = _params2d(nd, stride=(stride, 1), padding=(padding, 0), dilation=(dilation, 1),
                   output_padding=(output_padding, 0))
     (sh, sw), (ph, pw), (dh, dw), (oph, opw) = (p["stride"], p["padding"], p["dilation"],
