@@ -58,6 +58,9 @@ def build_parser():
     p.add_argument("--folds", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated folds (default all ten)")
     p.add_argument("--out", default=None, help="output folder (default runs/face/benchmark-<config>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--merge", nargs="+", metavar="DIR", default=None,
+                   help="instead of training: combine the summary.json of earlier runs (folds split over "
+                        "processes or machines) into --out/summary.json; their configs must agree")
     p.set_defaults(func=cmd_benchmark)
 
     add_eval_commands(sub)
@@ -172,6 +175,8 @@ def score_fold(checkpoint, fold):
 def cmd_benchmark(args):
     from .config import load_config
 
+    if args.merge:
+        return _merge_benchmarks(args.merge, args.out)
     try:
         folds = _parse_folds(args.folds)
         cfg = load_config(args.config, list(args.overrides))
@@ -190,21 +195,53 @@ def cmd_benchmark(args):
         results.append(r)
         print(f"fold {k}: accuracy {r['accuracy']:.4f} (best-threshold {r['accuracy_best_threshold']:.4f}), "
               f"EER {r['eer']:.4f}, TAR@FAR1e-3 {r['tar_at_far_1e-3']:.4f}, {r['minutes']:.1f} min", flush=True)
-        _write_summary(out, cfg, results, t0)
-    s = _write_summary(out, cfg, results, t0)
+        _write_summary(out, cfg, results, (time.time() - t0) / 60)
+    s = _write_summary(out, cfg, results, (time.time() - t0) / 60)
     print(f"mean accuracy {s['mean_accuracy']:.4f} +- {s['std_accuracy']:.4f}, mean EER {s['mean_eer']:.4f}, "
           f"total {s['total_minutes']:.1f} min; {out / 'summary.json'}")
     return 0
 
 
-def _write_summary(out, cfg, results, t0):
+def _merge_benchmarks(dirs, out):
+    """Combine earlier benchmark-lfw runs (same config, disjoint folds) into ``out/summary.json``."""
+    if not out:
+        return _fail("--merge needs --out DIR for the combined summary.json")
+    results, cfg = [], None
+    for d in dirs:
+        path = pathlib.Path(d) / "summary.json"
+        try:
+            with open(path) as f:
+                part = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            return _fail(f"cannot read {path}: {exc}")
+        if cfg is None:
+            cfg = part["config"]
+        elif part["config"] != cfg:
+            return _fail(f"{path} was made with a different config than {pathlib.Path(dirs[0]) / 'summary.json'}")
+        results += part["folds"]
+    folds = [r["fold"] for r in results]
+    if len(set(folds)) != len(folds):
+        return _fail(f"the runs share folds: {sorted(folds)}")
+    results.sort(key=lambda r: r["fold"])
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = _write_summary(out, cfg, results, sum(r["minutes"] for r in results))
+    for r in results:
+        print(f"fold {r['fold']:2d}: accuracy {r['accuracy']:.4f}, EER {r['eer']:.4f}, "
+              f"TAR@FAR1e-3 {r['tar_at_far_1e-3']:.4f}, {r['minutes']:.1f} min")
+    print(f"mean accuracy {s['mean_accuracy']:.4f} +- {s['std_accuracy']:.4f}, mean EER {s['mean_eer']:.4f}, "
+          f"{len(results)} folds, {s['total_minutes']:.1f} min of training and testing; {out / 'summary.json'}")
+    return 0
+
+
+def _write_summary(out, cfg, results, total_minutes):
     accs = [r["accuracy"] for r in results]
     summary = {"folds": results, "mean_accuracy": statistics.fmean(accs),
                "std_accuracy": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
                "mean_eer": statistics.fmean(r["eer"] for r in results),
                "mean_tar_at_far_1e-3": statistics.fmean(r["tar_at_far_1e-3"] for r in results),
                "mean_accuracy_best_threshold": statistics.fmean(r["accuracy_best_threshold"] for r in results),
-               "total_minutes": (time.time() - t0) / 60, "config": cfg,
+               "total_minutes": total_minutes, "config": cfg,
                "accuracy_note": "accuracy at the cosine threshold calibrated on training-side validation pairs"}
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
     with os.fdopen(fd, "w") as f:

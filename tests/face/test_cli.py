@@ -111,3 +111,32 @@ def test_benchmark_lfw_writes_summary(tmp_path, monkeypatch, capsys):
     assert (out / "fold02" / "best.pt").is_file()
     meta = json.loads((out / "fold02" / "test_fold.json").read_text())
     assert meta["fold"] == 2
+
+
+def _summary_dir(path, folds, cfg):
+    path.mkdir()
+    runs = [{"fold": k, "accuracy": 0.8 + k / 100, "accuracy_best_threshold": 0.9, "threshold": 0.3,
+             "eer": 0.1, "tar_at_far_1e-3": 0.4, "n_pairs": 600, "minutes": 2.0} for k in folds]
+    (path / "summary.json").write_text(json.dumps({"folds": runs, "config": cfg}))
+
+
+def test_benchmark_lfw_merge_combines_split_runs(tmp_path, capsys):
+    _summary_dir(tmp_path / "a", [3, 1], {"seed": 0})
+    _summary_dir(tmp_path / "b", [2], {"seed": 0})
+    out = tmp_path / "all"
+    assert main(["benchmark-lfw", "--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == [1, 2, 3]
+    assert summary["mean_accuracy"] == pytest.approx(0.82)
+    assert summary["total_minutes"] == pytest.approx(6.0)
+
+
+def test_benchmark_lfw_merge_refuses_mismatches(tmp_path, capsys):
+    _summary_dir(tmp_path / "a", [1], {"seed": 0})
+    _summary_dir(tmp_path / "b", [1], {"seed": 0})
+    _summary_dir(tmp_path / "c", [2], {"seed": 1})
+    assert main(["benchmark-lfw", "--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o")]) == 2
+    assert "share folds" in capsys.readouterr().err
+    assert main(["benchmark-lfw", "--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert main(["benchmark-lfw", "--merge", str(tmp_path / "a")]) == 2
