@@ -16,6 +16,16 @@ def lfw_root():
     return (REPO_ROOT / ".." / "shared" / "data" / "lfw").resolve()
 
 
+def image_dir(root=None):
+    """Folder of ``<Name>/<Name>_<NNNN>.jpg``: ``root/lfw-deepfunneled`` when it exists, else ``root``.
+
+    ``root`` defaults to :func:`lfw_root`.
+    """
+    root = lfw_root() if root is None else pathlib.Path(root)
+    sub = root / "lfw-deepfunneled"
+    return sub if sub.is_dir() else root
+
+
 def cache_dir():
     """Cache folder for decoded images: ``$FASTCONV_CACHE`` or ``~/.cache/fastconv``."""
     env = os.environ.get("FASTCONV_CACHE")

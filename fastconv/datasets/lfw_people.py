@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from ..paths import cache_dir, lfw_root
+from ..paths import image_dir as lfw_image_dir
 
 _CACHE_VERSION = 1
 
@@ -33,12 +34,6 @@ class LFWPeople:
     @property
     def num_classes(self):
         return len(self.names)
-
-
-def _image_dir(root):
-    root = pathlib.Path(root)
-    sub = root / "lfw-deepfunneled"
-    return sub if sub.is_dir() else root
 
 
 def _check_settings(min_faces, size, crop):
@@ -99,7 +94,7 @@ def load_lfw_people(min_faces=20, size=32, crop=100, root=None, cache=True, verb
     """
     _check_settings(min_faces, size, crop)
     root = pathlib.Path(root) if root is not None else lfw_root()
-    image_dir = _image_dir(root)
+    image_dir = lfw_image_dir(root)
     if not image_dir.is_dir():
         raise FileNotFoundError(f"LFW images not found at {image_dir}; set FASTCONV_LFW to the "
                                 f"folder holding lfw-deepfunneled/")

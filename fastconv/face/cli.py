@@ -147,20 +147,19 @@ def run_fold(cfg, fold, out_dir, progress=True):
 def score_fold(checkpoint, fold):
     """Score View 2 fold ``fold``'s 600 test pairs with ``checkpoint``: accuracy at the checkpoint's
     training-side threshold (and at the fold's own best threshold), EER, TAR@FAR=1e-3."""
-    from fastconv.paths import cache_dir, lfw_root
+    from fastconv.paths import cache_dir, image_dir, lfw_root
 
     from .checkpoint import load_for_inference
     from .data import Preprocess
     from .evaluate import pair_scores
     from .metrics import accuracy_at, best_threshold, eer, tar_at_far
     from .protocols import check_disjoint, view2_fold
-    from .train import _image_root
 
     t0 = time.time()
     split = view2_fold(lfw_root(), fold)
     check_disjoint(split)
     model, meta = load_for_inference(checkpoint)
-    scores, labels, _ = pair_scores(model, split.test_pairs, _image_root(lfw_root()),
+    scores, labels, _ = pair_scores(model, split.test_pairs, image_dir(),
                                     Preprocess.from_dict(dict(meta["preprocess"])),
                                     cache_dir=cache_dir() / "images", progress=False)
     e, _ = eer(scores, labels)

@@ -29,15 +29,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device="cpu") -> torch.device:
-    """``"auto"`` -> cuda when available else cpu; otherwise ``torch.device(device)``."""
+def resolve_device(device="cpu", local_rank=0) -> torch.device:
+    """``"auto"`` -> cuda when available else cpu; otherwise ``torch.device(device)``.
+
+    A bare ``"cuda"`` becomes ``cuda:local_rank`` (the process's GPU under torchrun); asking for
+    CUDA without a GPU raises ValueError.
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; use cpu or auto")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
     return dev
 
 

@@ -22,6 +22,7 @@ from .augment import build_batch_mix, build_transform
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import STAGES
 from .heads import build_head
+from .evaluate import resolve_device
 from .models import get_model
 
 # ----------------------------------------------------------------------------- set-up helpers
@@ -31,17 +32,6 @@ def _dist_info():
     """(world_size, rank, local_rank) from the torchrun environment (1, 0, 0 on a plain launch)."""
     ws = int(os.environ.get("WORLD_SIZE", "1"))
     return ws, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def resolve_device(name, local_rank=0):
-    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU raises ValueError."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available; use device=cpu or auto")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def seed_everything(seed):
@@ -136,12 +126,6 @@ def _optimizer(backbone, head, st):
 # ----------------------------------------------------------------------------- data
 
 
-def _image_root(root):
-    root = pathlib.Path(root)
-    sub = root / "lfw-deepfunneled"
-    return sub if sub.is_dir() else root
-
-
 def _people_of_folder(root):
     from .data import scan_identity_folder
 
@@ -184,7 +168,7 @@ def prepare_data(cfg, split=None, progress=True):
     Returns dict: images uint8 (M,3,S,S), labels int64 (M,), classes, val_images uint8 (V,3,S,S),
     val_pairs int64 (P,2) into val_images, val_same bool (P,), split (or None), image_root.
     """
-    from fastconv.paths import cache_dir, lfw_root
+    from fastconv.paths import cache_dir, image_dir, lfw_root
 
     from .data import ImageCache, Preprocess, scan_identity_folder, training_set
     from .protocols import check_disjoint, view1, view2_fold
@@ -195,9 +179,9 @@ def prepare_data(cfg, split=None, progress=True):
         root = lfw_root()
         split = view1(root) if d["protocol"] == "view1" else view2_fold(root, d["fold"])
         check_disjoint(split)
-        image_root = _image_root(root)
+        image_root = image_dir(root)
     elif split is not None:
-        image_root = _image_root(d["root"] or lfw_root())
+        image_root = image_dir(d["root"] or None)
     else:
         image_root = pathlib.Path(d["root"])
     people = dict(split.train_people) if split is not None else _people_of_folder(image_root)
