@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from ..images import centre_crop_resize
 from ..paths import cache_dir, lfw_root
 from ..paths import image_dir as lfw_image_dir
 
@@ -51,12 +52,7 @@ def _decode(path, size, crop):
     from PIL import Image
 
     with Image.open(path) as img:
-        img = img.convert("L")
-        w, h = img.size
-        left, top = (w - crop) // 2, (h - crop) // 2
-        img = img.crop((left, top, left + crop, top + crop))
-        img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
-        return np.asarray(img, dtype=np.uint8)
+        return np.asarray(centre_crop_resize(img.convert("L"), crop, size), dtype=np.uint8)
 
 
 def _decode_all(image_dir, min_faces, size, crop, verbose):

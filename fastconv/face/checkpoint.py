@@ -4,11 +4,11 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) with at l
 ``model`` (state dict) and ``meta`` = {model_name, model_kwargs, embedding_size,
 preprocess (Preprocess.to_dict()), threshold (cosine, or None)}.
 """
-import os
 import pathlib
-import tempfile
 
 import torch
+
+from .atomic import atomic_write
 
 
 def save_checkpoint(path, state):
@@ -16,18 +16,7 @@ def save_checkpoint(path, state):
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(state, f))
     return path
 
 

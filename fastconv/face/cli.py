@@ -1,14 +1,12 @@
-"""``fastconv face`` command line: train, info, benchmark-lfw, plus eval/verify/embed/export-onnx.
+"""``fastconv face`` command line: train, info, benchmark-lfw, ablate, throughput, plus
+eval/verify/embed/export-onnx.
 
 ``main(argv=None) -> int`` (0 = success, 2 = bad input).
 """
 import argparse
 import json
-import os
 import pathlib
-import statistics
 import sys
-import tempfile
 import time
 
 
@@ -53,7 +51,7 @@ def build_parser():
     p = sub.add_parser("benchmark-lfw", help="LFW View 2: one training per held-out fold, test on that fold",
                        description="For each fold K: train on the other nine people folds (validation on held-out "
                                    "training-side people), then score the fold's 600 test pairs with best.pt. "
-                                   "Writes DIR/summary.json.")
+                                   "Writes DIR/summary.json and DIR/roc.png.")
     _add_config_args(p)
     p.add_argument("--folds", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated folds (default all ten)")
     p.add_argument("--out", default=None, help="output folder (default runs/face/benchmark-<config>-<time>)")
@@ -62,6 +60,35 @@ def build_parser():
                    help="instead of training: combine the summary.json of earlier runs (folds split over "
                         "processes or machines) into --out/summary.json; their configs must agree")
     p.set_defaults(func=cmd_benchmark)
+
+    from .ablation import VARIANT_NAMES
+
+    p = sub.add_parser("ablate", help="ablation of a recipe on LFW View 1 DevTest, same epoch budget per variant",
+                       description="Train each variant (the recipe; CE alone; + CutMix; + MixUp; + RandomPerspective; "
+                                   "- label smoothing; + DropBlock) on View 1 DevTrain, score the 1,000 DevTest "
+                                   "pairs after the last epoch. Variants already done in --out are kept. Writes "
+                                   "DIR/ablation.json and DIR/ablation.md.")
+    _add_config_args(p)
+    p.add_argument("--variants", default=None,
+                   help=f"comma-separated subset of {','.join(VARIANT_NAMES)} (default all)")
+    p.add_argument("--jobs", type=int, default=1, help="variants trained at once, one process each (default 1)")
+    p.add_argument("--out", default=None, help="output folder (default runs/face/ablation-<config>-<time>)")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("throughput", help="training images/s of a config per precision (fp32, bf16, fp16) "
+                                          "and memory format",
+                       description="Time the CE training step of the config's backbone on a synthetic batch "
+                                   "(data loading excluded): warm-up, then the median of --steps steps.")
+    _add_config_args(p)
+    p.add_argument("--precision", default=None,
+                   help="comma-separated subset of fp32,bf16,fp16 (default: fp32,bf16 on CPU, all three on CUDA)")
+    p.add_argument("--channels-last", choices=["no", "yes", "both"], default="both",
+                   help="memory format(s) to time (default both)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default the config's ce.batch_size)")
+    p.add_argument("--out", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_throughput)
 
     add_eval_commands(sub)
     return parser
@@ -78,7 +105,7 @@ def cmd_train(args):
     try:
         overrides = list(args.overrides)
         if args.root is not None:
-            overrides += [f"data.protocol=folder", f"data.root={args.root}"]
+            overrides += ["data.protocol=folder", f"data.root={args.root}"]
         elif args.protocol is not None:
             overrides.append(f"data.protocol={args.protocol}")
         if args.fold is not None:
@@ -118,135 +145,82 @@ def cmd_info(args):
     return 0
 
 
-def _parse_folds(text):
-    try:
-        folds = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"--folds expects comma-separated integers 1..10, got {text!r}") from None
-    if not folds or any(not 1 <= k <= 10 for k in folds) or len(set(folds)) != len(folds):
-        raise ValueError(f"--folds expects distinct integers in 1..10, got {text!r}")
-    return folds
-
-
-def run_fold(cfg, fold, out_dir, progress=True):
-    """Train with View 2 fold ``fold`` held out, then score its test pairs with best.pt -> per-fold dict."""
-    from .train import train
-
-    t0 = time.time()
-    cfg = json.loads(json.dumps(cfg))
-    cfg["data"]["protocol"], cfg["data"]["fold"], cfg["data"]["val_devtest"] = "view2", fold, False
-    train(cfg, out_dir, progress=progress)
-    res = score_fold(pathlib.Path(out_dir) / "best.pt", fold)
-    res["minutes_train"] = (time.time() - t0) / 60 - res["minutes_test"]
-    res["minutes"] = (time.time() - t0) / 60
-    with open(pathlib.Path(out_dir) / "test_fold.json", "w") as f:
-        json.dump(res, f, indent=1)
-    return res
-
-
-def score_fold(checkpoint, fold):
-    """Score View 2 fold ``fold``'s 600 test pairs with ``checkpoint``: accuracy at the checkpoint's
-    training-side threshold (and at the fold's own best threshold), EER, TAR@FAR=1e-3."""
-    from fastconv.paths import cache_dir, image_dir, lfw_root
-
-    from .checkpoint import load_for_inference
-    from .data import Preprocess
-    from .evaluate import pair_scores
-    from .metrics import accuracy_at, best_threshold, eer, tar_at_far
-    from .protocols import check_disjoint, view2_fold
-
-    t0 = time.time()
-    split = view2_fold(lfw_root(), fold)
-    check_disjoint(split)
-    model, meta = load_for_inference(checkpoint)
-    scores, labels, _ = pair_scores(model, split.test_pairs, image_dir(),
-                                    Preprocess.from_dict(dict(meta["preprocess"])),
-                                    cache_dir=cache_dir() / "images", progress=False)
-    e, _ = eer(scores, labels)
-    thr = meta.get("threshold")
-    _, acc_oracle = best_threshold(scores, labels)
-    return {"fold": fold, "accuracy": accuracy_at(scores, labels, thr) if thr is not None else acc_oracle,
-            "accuracy_best_threshold": acc_oracle, "threshold": thr, "eer": e,
-            "tar_at_far_1e-3": tar_at_far(scores, labels, 1e-3), "n_pairs": int(len(labels)),
-            "minutes_test": (time.time() - t0) / 60}
-
-
 def cmd_benchmark(args):
+    from . import benchmark
     from .config import load_config
 
-    if args.merge:
-        return _merge_benchmarks(args.merge, args.out)
     try:
-        folds = _parse_folds(args.folds)
+        if args.merge:
+            if not args.out:
+                raise ValueError("--merge needs --out DIR for the combined summary.json")
+            s = benchmark.merge(args.merge, args.out)
+            for r in s["folds"]:
+                print(f"fold {r['fold']:2d}: accuracy {r['accuracy']:.4f}, EER {r['eer']:.4f}, "
+                      f"TAR@FAR1e-3 {r['tar_at_far_1e-3']:.4f}, {r['minutes']:.1f} min")
+            print(f"mean accuracy {s['mean_accuracy']:.4f} +- {s['std_accuracy']:.4f}, mean EER "
+                  f"{s['mean_eer']:.4f}, {len(s['folds'])} folds, {s['total_minutes']:.1f} min of training "
+                  f"and testing; {pathlib.Path(args.out) / 'summary.json'}")
+            return 0
+        folds = benchmark.parse_folds(args.folds)
         cfg = load_config(args.config, list(args.overrides))
-    except ValueError as exc:
+        out = pathlib.Path(args.out) if args.out else _default_out("benchmark", pathlib.Path(args.config).stem)
+        s = benchmark.run(cfg, folds, out, progress=not args.quiet, log=lambda m: print(m, flush=True))
+    except (ValueError, FileNotFoundError) as exc:
         return _fail(exc)
-    out = pathlib.Path(args.out) if args.out else _default_out("benchmark", pathlib.Path(args.config).stem)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    results = []
-    for k in folds:
-        print(f"=== fold {k}: training on the other nine folds ===", flush=True)
-        try:
-            r = run_fold(cfg, k, out / f"fold{k:02d}", progress=not args.quiet)
-        except (ValueError, FileNotFoundError) as exc:
-            return _fail(exc)
-        results.append(r)
-        print(f"fold {k}: accuracy {r['accuracy']:.4f} (best-threshold {r['accuracy_best_threshold']:.4f}), "
-              f"EER {r['eer']:.4f}, TAR@FAR1e-3 {r['tar_at_far_1e-3']:.4f}, {r['minutes']:.1f} min", flush=True)
-        _write_summary(out, cfg, results, (time.time() - t0) / 60)
-    s = _write_summary(out, cfg, results, (time.time() - t0) / 60)
     print(f"mean accuracy {s['mean_accuracy']:.4f} +- {s['std_accuracy']:.4f}, mean EER {s['mean_eer']:.4f}, "
-          f"total {s['total_minutes']:.1f} min; {out / 'summary.json'}")
+          f"total {s['total_minutes']:.1f} min; {out / 'summary.json'}, {out / 'roc.png'}")
     return 0
 
 
-def _merge_benchmarks(dirs, out):
-    """Combine earlier benchmark-lfw runs (same config, disjoint folds) into ``out/summary.json``."""
-    if not out:
-        return _fail("--merge needs --out DIR for the combined summary.json")
-    results, cfg = [], None
-    for d in dirs:
-        path = pathlib.Path(d) / "summary.json"
-        try:
-            with open(path) as f:
-                part = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            return _fail(f"cannot read {path}: {exc}")
-        if cfg is None:
-            cfg = part["config"]
-        elif part["config"] != cfg:
-            return _fail(f"{path} was made with a different config than {pathlib.Path(dirs[0]) / 'summary.json'}")
-        results += part["folds"]
-    folds = [r["fold"] for r in results]
-    if len(set(folds)) != len(folds):
-        return _fail(f"the runs share folds: {sorted(folds)}")
-    results.sort(key=lambda r: r["fold"])
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    s = _write_summary(out, cfg, results, sum(r["minutes"] for r in results))
-    for r in results:
-        print(f"fold {r['fold']:2d}: accuracy {r['accuracy']:.4f}, EER {r['eer']:.4f}, "
-              f"TAR@FAR1e-3 {r['tar_at_far_1e-3']:.4f}, {r['minutes']:.1f} min")
-    print(f"mean accuracy {s['mean_accuracy']:.4f} +- {s['std_accuracy']:.4f}, mean EER {s['mean_eer']:.4f}, "
-          f"{len(results)} folds, {s['total_minutes']:.1f} min of training and testing; {out / 'summary.json'}")
+def cmd_ablate(args):
+    from .ablation import VARIANT_NAMES, run_ablation
+
+    try:
+        names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else list(VARIANT_NAMES)
+        out = pathlib.Path(args.out) if args.out else _default_out("ablation", pathlib.Path(args.config).stem)
+        results = run_ablation(args.config, out, names, jobs=args.jobs, extra=list(args.overrides))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        return _fail(exc)
+    from .ablation import markdown_table
+
+    print(markdown_table(results), end="")
+    print(f"{out / 'ablation.json'}, {out / 'ablation.md'}")
     return 0
 
 
-def _write_summary(out, cfg, results, total_minutes):
-    accs = [r["accuracy"] for r in results]
-    summary = {"folds": results, "mean_accuracy": statistics.fmean(accs),
-               "std_accuracy": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
-               "mean_eer": statistics.fmean(r["eer"] for r in results),
-               "mean_tar_at_far_1e-3": statistics.fmean(r["tar_at_far_1e-3"] for r in results),
-               "mean_accuracy_best_threshold": statistics.fmean(r["accuracy_best_threshold"] for r in results),
-               "total_minutes": total_minutes, "config": cfg,
-               "accuracy_note": "accuracy at the cosine threshold calibrated on training-side validation pairs"}
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(tmp, out / "summary.json")
-    return summary
+def cmd_throughput(args):
+    from .atomic import write_json
+    from .config import load_config
+    from .evaluate import resolve_device
+    from .throughput import PRECISIONS, default_grid, format_table, measure
+
+    try:
+        cfg = load_config(args.config, list(args.overrides))
+        device = resolve_device(cfg["device"])
+        if args.precision:
+            precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+            bad = [p for p in precisions if p not in PRECISIONS]
+            if bad or not precisions:
+                raise ValueError(f"--precision expects a subset of {','.join(PRECISIONS)}, got {args.precision!r}")
+            formats = {"no": [False], "yes": [True], "both": [False, True]}[args.channels_last]
+            grid = [(p, cl) for p in precisions for cl in formats]
+        else:
+            grid = [(p, cl) for p, cl in default_grid(device)
+                    if args.channels_last == "both" or cl == (args.channels_last == "yes")]
+        results = []
+        for precision, cl in grid:
+            r = measure(cfg, precision, cl, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size)
+            results.append(r)
+            print(f"{precision:>5} channels_last={'yes' if cl else 'no ':3}: {r['images_per_s']:8.0f} images/s",
+                  flush=True)
+    except (ValueError, TypeError) as exc:
+        return _fail(exc)
+    print(f"model {cfg['model']['name']} (width {cfg['model']['width']}) at {cfg['data']['size']} px, "
+          f"threads {results[0]['threads']}")
+    print(format_table(results), end="")
+    if args.out:
+        write_json(args.out, {"config": cfg, "results": results})
+    return 0
 
 
 def main(argv=None):

@@ -6,7 +6,6 @@ sets ``func(args) -> int`` (0 = success, 2 = bad input).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -55,7 +54,8 @@ def add_eval_commands(subparsers) -> None:
                    help="View 2 fold 1..10 (the test fold; default: all ten folds)")
     p.add_argument("--lfw", default=None, help=f"LFW folder with the protocol files (default {lfw_root()})")
     p.add_argument("--root", default=None,
-                   help="image root the pair paths are relative to (default: <lfw>/lfw-deepfunneled)")
+                   help="image root the pair paths are relative to (default: <lfw>/lfw-deepfunneled, or "
+                        "<lfw> itself when it holds the identity folders directly)")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.add_argument("--out", default=None, help="folder for metrics.json, scores.csv, roc.png, scores_hist.png")
     p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: $FASTCONV_CACHE/images)")
@@ -106,13 +106,13 @@ def _fail(msg) -> int:
 
 def _pairs_for(args):
     """-> (pairs, folds or None, image root, description)."""
-    from fastconv.paths import lfw_root
+    from fastconv.paths import image_dir, lfw_root
 
     from .lfw import read_pairs_any
     from .protocols import view1, view2_all, view2_fold
 
     lfw = args.lfw if args.lfw is not None else os.fspath(lfw_root())
-    root = args.root if args.root is not None else os.path.join(lfw, "lfw-deepfunneled")
+    root = args.root if args.root is not None else os.fspath(image_dir(lfw))
     if args.pairs is not None:
         if args.fold is not None:
             raise ValueError("--fold only applies to --protocol view2")
@@ -193,7 +193,8 @@ def cmd_verify(args) -> int:
 def cmd_embed(args) -> int:
     import numpy as np
 
-    from .data import _atomic_write, decode_images, list_images
+    from .atomic import atomic_write, write_json
+    from .data import decode_images, list_images
     from .evaluate import embed, resolve_device
 
     out = args.out if args.out.endswith(".npy") else args.out + ".npy"
@@ -215,7 +216,7 @@ def cmd_embed(args) -> int:
     if not len(kept):
         return _fail(f"none of the {len(relpaths)} images under {args.directory} could be read")
     emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
-    _atomic_write(out, lambda fh: np.save(fh, emb))
+    atomic_write(out, lambda fh: np.save(fh, emb))
     info = {
         "root": os.path.abspath(args.directory),
         "paths": [relpaths[i] for i in kept],
@@ -225,8 +226,7 @@ def cmd_embed(args) -> int:
         "preprocess": pre.to_dict(),
         "flip": not args.no_flip,
     }
-    text = json.dumps(info, indent=1)
-    _atomic_write(sidecar, lambda fh: fh.write(text.encode()))
+    write_json(sidecar, info)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")
     return 0
 

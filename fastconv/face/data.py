@@ -20,13 +20,15 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
+
+from ..images import CANONICAL, centre_crop_resize
+from .atomic import atomic_write
 
 __all__ = [
     "Preprocess",
@@ -46,11 +48,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CANONICAL = 250  # LFW image side; other images are mapped onto this frame first
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _CACHE_VERSION = 1
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,6 @@ def _decode(path):
 
 def load_image(path, pre: Preprocess) -> np.ndarray:
     """Read and preprocess one image -> uint8 (3, size, size). Raises ``UnreadableImage``."""
-    from PIL import Image
-
     if not isinstance(pre, Preprocess):
         raise TypeError(f"pre must be a Preprocess, got {type(pre).__name__}")
     if not os.path.isfile(path):
@@ -122,18 +119,7 @@ def load_image(path, pre: Preprocess) -> np.ndarray:
         im = _decode(path)
     except Exception as exc:  # PIL raises many types for corrupt data
         raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from None
-    w, h = im.size
-    if (w, h) != (CANONICAL, CANONICAL):
-        scale = CANONICAL / min(w, h)
-        nw, nh = max(CANONICAL, round(w * scale)), max(CANONICAL, round(h * scale))
-        im = im.resize((nw, nh), Image.Resampling.BILINEAR)
-        left, top = (nw - CANONICAL) // 2, (nh - CANONICAL) // 2
-        im = im.crop((left, top, left + CANONICAL, top + CANONICAL))
-    off = (CANONICAL - pre.crop) // 2
-    im = im.crop((off, off, off + pre.crop, off + pre.crop))
-    if pre.crop != pre.size:
-        im = im.resize((pre.size, pre.size), Image.Resampling.BILINEAR)
-    arr = np.asarray(im, dtype=np.uint8)  # (S, S, 3)
+    arr = np.asarray(centre_crop_resize(im, pre.crop, pre.size), dtype=np.uint8)  # (S, S, 3)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
@@ -237,24 +223,6 @@ def _report_skipped(skipped, total):
     warnings.warn(msg, stacklevel=3)
 
 
-def _atomic_write(path, write_fn):
-    """Write via ``write_fn(file_object)`` into a temp file beside ``path``, then rename."""
-    d = os.path.dirname(os.fspath(path)) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_fn(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; use the normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class ImageCache:
     """Decode images once into ``<cache_dir>/images-<key>.npy``; later loads memory-map it.
 
@@ -330,8 +298,8 @@ class ImageCache:
             "skipped": [list(s) for s in skipped],
         }
         try:
-            _atomic_write(npy, lambda fh: np.save(fh, images))
-            _atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+            atomic_write(npy, lambda fh: np.save(fh, images))
+            atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
         except OSError as exc:
             warnings.warn(f"could not write image cache {npy}: {exc}", stacklevel=2)
             return images, kept

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 import warnings
@@ -11,9 +10,10 @@ import warnings
 import numpy as np
 import torch
 
-from .data import ImageCache, Preprocess, _atomic_write, normalize
+from .atomic import atomic_write, write_json
+from .data import ImageCache, Preprocess, normalize
 from .lfw import Pair
-from .metrics import accuracy_at, roc, verification_report
+from .metrics import accuracy_at, mean_tpr, roc, verification_report
 
 __all__ = [
     "resolve_device",
@@ -22,6 +22,7 @@ __all__ = [
     "evaluate_pairs",
     "write_outputs",
     "plot_roc",
+    "plot_roc_folds",
     "plot_score_histogram",
     "format_report",
 ]
@@ -146,25 +147,51 @@ def _figure():
 def _save_fig(fig, path):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    _atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
 
-def plot_roc(fpr, tpr, path, label=""):
-    """ROC curve (FPR on a log axis, so the low-FAR region is visible) -> PNG at ``path``."""
-    fpr, tpr = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
-    fig = _figure()
+_FAR_FLOOR = 1e-4
+
+
+def _roc_axes(fig, title, floor=_FAR_FLOOR):
     ax = fig.add_subplot(1, 1, 1)
-    floor = 1e-4
-    ax.plot(np.clip(fpr, floor, 1), tpr, label=label or None)
     ax.set_xscale("log")
     ax.set_xlim(floor, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false accept rate (log)")
     ax.set_ylabel("true accept rate")
     ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title)
+    return ax
+
+
+def plot_roc(fpr, tpr, path, label=""):
+    """ROC curve (FPR on a log axis, so the low-FAR region is visible) -> PNG at ``path``."""
+    fpr, tpr = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
+    fig = _figure()
+    ax = _roc_axes(fig, "ROC")
+    ax.plot(np.clip(fpr, _FAR_FLOOR, 1), tpr, label=label or None)
     if label:
         ax.legend(loc="lower right")
-    ax.set_title("ROC")
+    _save_fig(fig, path)
+
+
+def plot_roc_folds(curves, path, title="ROC", label="mean", floor=_FAR_FLOOR):
+    """ROC of a k-fold benchmark -> PNG at ``path``: each fold thin, their vertical mean bold.
+
+    ``curves``: list of ``(fpr, tpr)`` arrays, one per fold (e.g. from :func:`metrics.roc`). The
+    mean curve is :func:`metrics.mean_tpr` on a log-spaced FAR grid from ``floor`` to 1; the
+    smallest FAR a fold can resolve, 1 / its different pairs, is a sensible floor.
+    """
+    grid = np.concatenate([np.logspace(np.log10(floor), 0, 400), [1.0]])
+    fig = _figure()
+    ax = _roc_axes(fig, title, floor)
+    for i, (fpr, tpr) in enumerate(curves):
+        ax.plot(np.clip(np.asarray(fpr, dtype=float), floor, 1), tpr, color="0.6", lw=0.7,
+                label="folds" if i == 0 else None)
+    if curves:
+        ax.plot(grid, mean_tpr(curves, grid), color="C0", lw=2, label=label)
+    ax.legend(loc="lower right")
     _save_fig(fig, path)
 
 
@@ -220,15 +247,14 @@ def evaluate_pairs(model, pairs, root, pre, folds=None, out_dir=None, threshold=
 def write_outputs(out_dir, report, pairs, scores, labels) -> None:
     """Write metrics.json, scores.csv (a,b,label,score), roc.png and scores_hist.png into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
-    text = json.dumps(report, indent=2)
-    _atomic_write(os.path.join(out_dir, "metrics.json"), lambda fh: fh.write(text.encode()))
+    write_json(os.path.join(out_dir, "metrics.json"), report, indent=2)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["a", "b", "label", "score"])
     for p, y, s in zip(pairs, labels, scores):
         writer.writerow([p.a, p.b, int(y), f"{s:.6f}"])
     csv_text = buf.getvalue()
-    _atomic_write(os.path.join(out_dir, "scores.csv"), lambda fh: fh.write(csv_text.encode()))
+    atomic_write(os.path.join(out_dir, "scores.csv"), lambda fh: fh.write(csv_text.encode()))
     fpr, tpr, _ = roc(scores, labels)
     plot_roc(fpr, tpr, os.path.join(out_dir, "roc.png"), label=f"AUC {report['auc']:.4f}")
     plot_score_histogram(scores, labels, report["best_threshold"], os.path.join(out_dir, "scores_hist.png"))

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import warnings
 
 import numpy as np
 import torch
+
+from .atomic import replaced_on_success
 
 __all__ = ["export_onnx", "onnx_parity"]
 
@@ -57,21 +58,9 @@ def export_onnx(model, path, input_size: int, opset=17, check=True, atol=1e-4) -
     if isinstance(opset, bool) or not isinstance(opset, int) or not 9 <= opset <= 21:
         raise ValueError(f"opset must be an int in 9..21, got {opset!r}")
     m = copy.deepcopy(model).cpu().float().eval()
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".onnx")
-    os.close(fd)
-    try:
+    with replaced_on_success(path, suffix=".onnx") as tmp:
         _torch_export(m, torch.zeros(2, 3, input_size, input_size), tmp, opset)
         diff = onnx_parity(m, tmp, input_size) if check else float("nan")
         if check and not diff <= atol:
             raise RuntimeError(f"ONNX parity check failed: max |torch - onnx| = {diff:.3g} > {atol:g}")
-        from .data import _UMASK
-
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return diff

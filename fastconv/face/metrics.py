@@ -50,6 +50,18 @@ def roc(scores, labels):
     return roc_curve(y, s, drop_intermediate=False)
 
 
+def mean_tpr(curves, far_grid) -> np.ndarray:
+    """Vertical average of ROC curves: for each FAR in ``far_grid``, the mean over ``curves`` of the
+    best TPR reached at a FAR <= it. ``curves``: list of ``(fpr, tpr)`` (non-decreasing, as from :func:`roc`)."""
+    grid = np.asarray(far_grid, dtype=float)
+    tprs = []
+    for fpr, tpr in curves:
+        fpr, tpr = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
+        last = np.searchsorted(fpr, grid, side="right") - 1  # last ROC point with FAR <= the grid value
+        tprs.append(np.where(last >= 0, tpr[np.maximum(last, 0)], 0.0))
+    return np.mean(tprs, axis=0)
+
+
 def auc(scores, labels) -> float:
     """Area under the ROC curve."""
     from sklearn.metrics import roc_auc_score

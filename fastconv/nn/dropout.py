@@ -1,5 +1,4 @@
 """Inverted dropout: zero with probability p in training and scale the rest by 1/(1-p)."""
-import numpy as np
 
 from .._validate import check_grad_shape
 from ..random import rng

@@ -33,3 +33,31 @@ def make_data(n_classes=6, per_class=8, size=16, n_val_classes=4, seed=0):
 TINY = ["model.name=iresnet18", "model.width=0.125", "model.embedding_size=16", "data.size=16",
         "threads=1", "ce.batch_size=16", "arcface.batch_size=16", "ce.warmup_epochs=0", "log_every=1",
         "augment.color_jitter=0"]
+
+
+def fake_lfw(root, size=40):
+    """LFW-shaped folder under ``root``: 10 people folds of 3 people x 3 images, pairs.txt with 1 + 1 pairs
+    per fold, and View 1 files (peopleDevTrain.txt, pairsDevTest.txt)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img_root = root / "lfw-deepfunneled"
+    people_lines, pair_lines = ["10"], ["10\t1"]
+    for f in range(10):
+        names = [f"P{f}_{i}" for i in range(3)]
+        people_lines.append("3")
+        for name in names:
+            (img_root / name).mkdir(parents=True)
+            colour = rng.integers(0, 256, 3)
+            for k in range(1, 4):
+                arr = np.clip(colour + rng.normal(0, 20, (250, 250, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(img_root / name / f"{name}_{k:04d}.jpg", quality=80)
+            people_lines.append(f"{name}\t3")
+        pair_lines += [f"{names[0]}\t1\t2", f"{names[1]}\t1\t{names[2]}\t2"]
+    (root / "people.txt").write_text("\n".join(people_lines) + "\n")
+    (root / "pairs.txt").write_text("\n".join(pair_lines) + "\n")
+    # View 1: DevTrain = the people of folds 0-6, DevTest pairs = folds 7-9 (disjoint)
+    dev_train = [line for line in people_lines[1:] if "\t" in line][:21]
+    (root / "peopleDevTrain.txt").write_text("\n".join([str(len(dev_train))] + dev_train) + "\n")
+    same, diff = pair_lines[1 + 14::2], pair_lines[2 + 14::2]
+    (root / "pairsDevTest.txt").write_text("\n".join([str(len(same))] + same + diff) + "\n")

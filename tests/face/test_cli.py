@@ -5,11 +5,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from fastconv.face.cli import main
 
 sys.path.insert(0, os.path.dirname(__file__))
-from face_synth import TINY  # noqa: E402
+from face_synth import TINY, fake_lfw  # noqa: E402
 
 TRAIN_SET = [a for kv in TINY + ["ce.epochs=2", "arcface.epochs=1", "ce.batch_size=4", "arcface.batch_size=4",
                                  "data.val_people=0"] for a in ("--set", kv)]
@@ -70,31 +71,9 @@ def test_info_and_bad_input(capsys, tmp_path):
         main(["train", "--protocol", "view3"])
 
 
-def _fake_lfw(root, size=40):
-    """LFW-shaped folder: 10 people folds of 3 people x 3 images, pairs.txt with 1 + 1 pairs per fold."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    img_root = root / "lfw-deepfunneled"
-    people_lines, pair_lines = ["10"], ["10\t1"]
-    for f in range(10):
-        names = [f"P{f}_{i}" for i in range(3)]
-        people_lines.append("3")
-        for name in names:
-            (img_root / name).mkdir(parents=True)
-            colour = rng.integers(0, 256, 3)
-            for k in range(1, 4):
-                arr = np.clip(colour + rng.normal(0, 20, (250, 250, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(arr).save(img_root / name / f"{name}_{k:04d}.jpg", quality=80)
-            people_lines.append(f"{name}\t3")
-        pair_lines += [f"{names[0]}\t1\t2", f"{names[1]}\t1\t{names[2]}\t2"]
-    (root / "people.txt").write_text("\n".join(people_lines) + "\n")
-    (root / "pairs.txt").write_text("\n".join(pair_lines) + "\n")
-
-
 def test_benchmark_lfw_writes_summary(tmp_path, monkeypatch, capsys):
     lfw = tmp_path / "lfw"
-    _fake_lfw(lfw)
+    fake_lfw(lfw)
     monkeypatch.setenv("FASTCONV_LFW", str(lfw))
     monkeypatch.setenv("FASTCONV_CACHE", str(tmp_path / "cache"))
     sets = [a for kv in TINY + ["ce.epochs=1", "arcface.epochs=1", "data.val_people=4", "data.val_pairs=20",
@@ -108,9 +87,18 @@ def test_benchmark_lfw_writes_summary(tmp_path, monkeypatch, capsys):
         assert f["n_pairs"] == 2 and 0 <= f["accuracy"] <= 1 and f["threshold"] is not None
     assert summary["mean_accuracy"] == pytest.approx(np.mean([f["accuracy"] for f in summary["folds"]]))
     assert summary["std_accuracy"] >= 0 and 0 <= summary["mean_eer"] <= 1
-    assert (out / "fold02" / "best.pt").is_file()
+    assert (out / "fold02" / "best.pt").is_file() and (out / "roc.png").stat().st_size > 1000
     meta = json.loads((out / "fold02" / "test_fold.json").read_text())
     assert meta["fold"] == 2
+    with np.load(out / "fold02" / "scores.npz") as z:
+        assert z["scores"].shape == (2,) and list(z["labels"]) == [1, 0]
+
+    # a merge of split runs finds the fold folders, draws the pooled ROC, and agrees with the run
+    (out / "roc.png").unlink()
+    merged = tmp_path / "merged"
+    assert main(["benchmark-lfw", "--merge", str(out), "--out", str(merged)]) == 0
+    again = json.loads((merged / "summary.json").read_text())
+    assert again["mean_eer"] == summary["mean_eer"] and (merged / "roc.png").is_file()
 
 
 def _summary_dir(path, folds, cfg):
@@ -140,3 +128,22 @@ def test_benchmark_lfw_merge_refuses_mismatches(tmp_path, capsys):
     assert main(["benchmark-lfw", "--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 2
     assert "different config" in capsys.readouterr().err
     assert main(["benchmark-lfw", "--merge", str(tmp_path / "a")]) == 2
+
+
+def test_throughput_times_each_precision_and_format(tmp_path, capsys):
+    sets = [a for kv in TINY for a in ("--set", kv)]
+    out = tmp_path / "thr.json"
+    assert main(["throughput", "--config", "base", "--steps", "2", "--warmup", "1", "--batch-size", "4",
+                 "--out", str(out), *sets]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["precision"], r["channels_last"]) for r in results] == [
+        ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+    assert all(r["images_per_s"] > 0 and r["batch_size"] == 4 and r["device"] == "cpu" for r in results)
+    assert "| cpu | bf16 | yes | 4 |" in capsys.readouterr().out
+    assert main(["throughput", "--config", "base", "--precision", "fp32", "--channels-last", "no", "--steps", "1",
+                 "--warmup", "0", "--batch-size", "2", *sets]) == 0
+    assert main(["throughput", "--config", "base", "--precision", "fp8", *sets]) == 2
+    assert "fp32,bf16,fp16" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["throughput", "--config", "base", "--precision", "fp16", *sets]) == 2
+        assert "needs CUDA" in capsys.readouterr().err

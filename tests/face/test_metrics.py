@@ -9,6 +9,7 @@ from fastconv.face.metrics import (
     best_threshold,
     eer,
     kfold_accuracy,
+    mean_tpr,
     roc,
     tar_at_far,
     verification_report,
@@ -22,6 +23,15 @@ def test_roc_hand_case():
     assert np.allclose(fpr, [0, 0, 0.5, 0.5, 1])
     assert np.allclose(tpr, [0, 0.5, 0.5, 1, 1])
     assert np.isinf(thr[0]) and np.allclose(thr[1:], [0.9, 0.6, 0.4, 0.1])
+
+
+def test_mean_tpr_is_vertical_average_of_step_curves():
+    a = ([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0])
+    b = ([0.0, 0.25, 0.25, 1.0], [0.0, 0.0, 0.75, 1.0])
+    # FAR 0.1: a reaches 0.5, b 0; FAR 0.25: a 0.5, b 0.75 (the higher of its tied points); FAR 1: both 1
+    np.testing.assert_allclose(mean_tpr([a, b], [0.1, 0.25, 0.5, 1.0]), [0.25, 0.625, 0.875, 1.0])
+    fpr, tpr, _ = roc([0.9, 0.6, 0.4, 0.1], [1, 0, 1, 0])
+    np.testing.assert_allclose(mean_tpr([(fpr, tpr)], [0.0, 0.49, 0.5]), [0.5, 0.5, 1.0])
 
 
 def test_eer_exact_point():

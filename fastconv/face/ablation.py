@@ -1,0 +1,126 @@
+"""Ablation of a training recipe on LFW View 1 DevTest, every variant on the same epoch budget.
+
+Each variant is the base preset plus a few ``--set`` overrides, trained by its own
+``fastconv face train`` process on View 1 DevTrain and scored on the 1,000 DevTest pairs after
+its *last* epoch (no checkpoint is picked by its test score). Up to ``jobs`` variants run at
+once, each with the preset's thread count. A variant whose ``result.json`` already exists is not
+trained again, so an interrupted ablation continues where it stopped.
+
+Writes ``out/ablation.json`` (one record per variant) and ``out/ablation.md`` (a table).
+"""
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+from .atomic import write_json
+
+VARIANT_NAMES = ("recipe", "ce-only", "cutmix", "mixup", "perspective", "no-label-smoothing", "dropblock")
+
+
+def variants(cfg):
+    """name -> (what it changes, overrides) for the recipe ``cfg``; every variant trains as many epochs."""
+    ce, arc = cfg["ce"], cfg["arcface"]
+    ce_epochs = ce["epochs"] if ce["enabled"] else 0
+    arc_epochs = arc["epochs"] if arc["enabled"] else 0
+    total = ce_epochs + arc_epochs
+    return {
+        "recipe": (f"the preset as it is: CE {ce_epochs} epochs, then {arc['head']} {arc_epochs}", []),
+        "ce-only": (f"CE alone for {total} epochs, no margin stage", ["arcface.enabled=false", "ce.enabled=true",
+                                                                      f"ce.epochs={total}"]),
+        "cutmix": ("+ CutMix (alpha 1.0) in the CE stage", ["ce.cutmix=1.0"]),
+        "mixup": ("+ MixUp (alpha 0.2) in the CE stage", ["ce.mixup=0.2"]),
+        "perspective": ("+ RandomPerspective (distortion 0.2, p 0.5)", ["augment.perspective=0.2"]),
+        "no-label-smoothing": (f"- label smoothing ({ce['label_smoothing']} -> 0) in the CE stage",
+                               ["ce.label_smoothing=0.0"]),
+        "dropblock": ("+ DropBlock (p 0.1, block 3) in the last two stages", ["model.dropblock=0.1"]),
+    }
+
+
+def _epoch_records(run_dir):
+    """The per-epoch records (those with validation scores) of ``run_dir/metrics.jsonl``."""
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [rec for rec in records if "val_eer" in rec]
+
+
+def _command(config, overrides, run_dir):
+    cmd = [sys.executable, "-m", "fastconv.face", "train", "--config", config, "--protocol", "view1",
+           "--out", str(run_dir), "--quiet", "--set", "data.val_devtest=true"]
+    for o in overrides:
+        cmd += ["--set", o]
+    return cmd
+
+
+def run_ablation(config, out, names=None, jobs=1, extra=()):
+    """Train the variants ``names`` (default all of :data:`VARIANT_NAMES`) of preset ``config``.
+
+    ``extra``: overrides applied to every variant (e.g. ``max_steps=5`` for a smoke run).
+    Returns the list of result records, in the order of ``names``.
+    """
+    from .config import load_config
+
+    names = list(VARIANT_NAMES) if names is None else list(names)
+    unknown = [n for n in names if n not in VARIANT_NAMES]
+    if unknown:
+        raise ValueError(f"unknown ablation variant(s) {unknown}; expected some of {list(VARIANT_NAMES)}")
+    table = variants(load_config(config, list(extra)))
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [n for n in names if not (out / n / "result.json").is_file()]
+    running = {}
+    failed = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            name = todo.pop(0)
+            run_dir = out / name
+            run_dir.mkdir(exist_ok=True)
+            log = open(run_dir / "train.log", "w")
+            cmd = _command(config, list(extra) + table[name][1], run_dir)
+            print(f"[ablation] start {name}: {' '.join(cmd[2:])}", flush=True)
+            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time())
+        time.sleep(1.0)
+        for name, (proc, log, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            epochs = _epoch_records(out / name)
+            if proc.returncode != 0 or not epochs:
+                failed.append(name)
+                print(f"[ablation] {name} failed (exit {proc.returncode}); see {out / name / 'train.log'}",
+                      flush=True)
+                continue
+            rec = epochs[-1]
+            result = {"variant": name, "change": table[name][0], "overrides": table[name][1],
+                      "devtest_eer": rec["val_eer"], "devtest_accuracy": rec["val_accuracy"],
+                      "epochs": len(epochs), "minutes": rec["minutes_total"],
+                      "wall_minutes": (time.time() - t0) / 60}
+            write_json(out / name / "result.json", result)
+            print(f"[ablation] done {name}: DevTest EER {rec['val_eer']:.4f}, accuracy "
+                  f"{rec['val_accuracy']:.4f}, {rec['minutes_total']:.1f} min", flush=True)
+    results = [json.loads((out / n / "result.json").read_text()) for n in names
+               if (out / n / "result.json").is_file()]
+    write_json(out / "ablation.json", {"config": config, "extra": list(extra), "results": results,
+                                        "failed": failed})
+    (out / "ablation.md").write_text(markdown_table(results))
+    if failed:
+        raise RuntimeError(f"ablation variants failed: {failed}")
+    return results
+
+
+def markdown_table(results):
+    """A README table of ``results`` (EER and accuracy in percent, difference to ``recipe``)."""
+    base = next((r for r in results if r["variant"] == "recipe"), None)
+    lines = ["| variant | change | DevTest EER | accuracy | EER vs recipe | minutes |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        delta = "" if base is None or r is base else f"{100 * (r['devtest_eer'] - base['devtest_eer']):+.1f}"
+        lines.append(f"| {r['variant']} | {r['change']} | {100 * r['devtest_eer']:.1f} % | "
+                     f"{100 * r['devtest_accuracy']:.1f} % | {delta} | {r['minutes']:.1f} |")
+    return "\n".join(lines) + "\n"
