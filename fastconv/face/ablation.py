@@ -16,25 +16,40 @@ import time
 
 from .atomic import write_json
 
-VARIANT_NAMES = ("recipe", "ce-only", "cutmix", "mixup", "perspective", "no-label-smoothing", "dropblock")
+VARIANT_NAMES = ("recipe", "ce-only", "cutmix", "mixup", "perspective", "label-smoothing", "dropblock")
+
+
+def _toggle(name, param, key, current, on_value, where=""):
+    """A variant that switches one regulariser: on at ``on_value`` when the recipe lacks it, else off."""
+    param = f"{param} " if param else ""
+    if current > 0:
+        return f"- {name} ({param}{current} -> 0){where}", [f"{key}=0"]
+    return f"+ {name} ({param}{on_value}){where}", [f"{key}={on_value}"]
 
 
 def variants(cfg):
-    """name -> (what it changes, overrides) for the recipe ``cfg``; every variant trains as many epochs."""
+    """name -> (what it changes, overrides) for the recipe ``cfg``.
+
+    Every variant trains as many epochs as the recipe and changes one thing: ``ce-only`` drops
+    the margin stage (its epochs go to CE); the others switch one regulariser on when the recipe
+    has it off, or off when it has it on.
+    """
     ce, arc = cfg["ce"], cfg["arcface"]
     ce_epochs = ce["epochs"] if ce["enabled"] else 0
     arc_epochs = arc["epochs"] if arc["enabled"] else 0
     total = ce_epochs + arc_epochs
+    in_ce = " in the CE stage"
     return {
         "recipe": (f"the preset as it is: CE {ce_epochs} epochs, then {arc['head']} {arc_epochs}", []),
         "ce-only": (f"CE alone for {total} epochs, no margin stage", ["arcface.enabled=false", "ce.enabled=true",
                                                                       f"ce.epochs={total}"]),
-        "cutmix": ("+ CutMix (alpha 1.0) in the CE stage", ["ce.cutmix=1.0"]),
-        "mixup": ("+ MixUp (alpha 0.2) in the CE stage", ["ce.mixup=0.2"]),
-        "perspective": ("+ RandomPerspective (distortion 0.2, p 0.5)", ["augment.perspective=0.2"]),
-        "no-label-smoothing": (f"- label smoothing ({ce['label_smoothing']} -> 0) in the CE stage",
-                               ["ce.label_smoothing=0.0"]),
-        "dropblock": ("+ DropBlock (p 0.1, block 3) in the last two stages", ["model.dropblock=0.1"]),
+        "cutmix": _toggle("CutMix", "alpha", "ce.cutmix", ce["cutmix"], 1.0, in_ce),
+        "mixup": _toggle("MixUp", "alpha", "ce.mixup", ce["mixup"], 0.2, in_ce),
+        "perspective": _toggle("RandomPerspective", "distortion", "augment.perspective",
+                               cfg["augment"]["perspective"], 0.2, ", p 0.5"),
+        "label-smoothing": _toggle("label smoothing", "", "ce.label_smoothing", ce["label_smoothing"], 0.1, in_ce),
+        "dropblock": _toggle("DropBlock", "p", "model.dropblock", cfg["model"]["dropblock"], 0.1,
+                             ", block 3, last two stages"),
     }
 
 

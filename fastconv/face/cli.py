@@ -64,10 +64,11 @@ def build_parser():
     from .ablation import VARIANT_NAMES
 
     p = sub.add_parser("ablate", help="ablation of a recipe on LFW View 1 DevTest, same epoch budget per variant",
-                       description="Train each variant (the recipe; CE alone; + CutMix; + MixUp; + RandomPerspective; "
-                                   "- label smoothing; + DropBlock) on View 1 DevTrain, score the 1,000 DevTest "
-                                   "pairs after the last epoch. Variants already done in --out are kept. Writes "
-                                   "DIR/ablation.json and DIR/ablation.md.")
+                       description="Train the recipe and one variant per change, each on the recipe's epochs: CE "
+                                   "alone, and CutMix, MixUp, RandomPerspective, label smoothing, DropBlock each "
+                                   "switched on where the recipe lacks it and off where it has it. Train on View 1 "
+                                   "DevTrain, score the 1,000 DevTest pairs after the last epoch. Variants already "
+                                   "done in --out are kept. Writes DIR/ablation.json and DIR/ablation.md.")
     _add_config_args(p)
     p.add_argument("--variants", default=None,
                    help=f"comma-separated subset of {','.join(VARIANT_NAMES)} (default all)")

@@ -33,6 +33,15 @@ def test_every_variant_has_the_recipe_budget_and_changes_one_thing(preset):
     assert not load_config(preset, table["ce-only"][1])["arcface"]["enabled"]
 
 
+def test_regulariser_variants_switch_off_what_the_recipe_has_and_on_what_it_lacks():
+    on = variants(load_config("base", ["ce.cutmix=1.0", "augment.perspective=0.3"]))
+    off = variants(load_config("base", ["ce.cutmix=0", "ce.label_smoothing=0"]))
+    assert on["cutmix"] == ("- CutMix (alpha 1.0 -> 0) in the CE stage", ["ce.cutmix=0"])
+    assert on["perspective"][1] == ["augment.perspective=0"]
+    assert off["cutmix"] == ("+ CutMix (alpha 1.0) in the CE stage", ["ce.cutmix=1.0"])
+    assert off["label-smoothing"][1] == ["ce.label_smoothing=0.1"]
+
+
 def test_markdown_table_reports_difference_to_recipe():
     rows = [{"variant": "recipe", "change": "r", "devtest_eer": 0.12, "devtest_accuracy": 0.88, "minutes": 8.0},
             {"variant": "cutmix", "change": "c", "devtest_eer": 0.135, "devtest_accuracy": 0.87, "minutes": 8.5}]

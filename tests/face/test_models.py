@@ -67,5 +67,25 @@ def test_dropblock_only_in_training():
     m.eval()
     with torch.no_grad():
         assert torch.equal(m(x), m(x))
-    assert any(type(mod).__name__ == "DropBlock2d" for mod in m.layer4.modules())
-    assert not any(type(mod).__name__ == "DropBlock2d" for mod in m.layer1.modules())
+    assert any(type(mod).__name__ == "DropBlock" for mod in m.layer4.modules())
+    assert not any(type(mod).__name__ == "DropBlock" for mod in m.layer1.modules())
+
+
+def test_dropblock_trains_when_the_last_stage_is_smaller_than_the_block():
+    # cpu-small geometry: 64 px, stride-2 stem -> layer3 4x4, layer4 2x2 (torchvision refuses block 2)
+    torch.manual_seed(0)
+    m = get_model("iresnet_small", 8, input_size=64, dropblock=0.5)
+    m.train()
+    x = torch.randn(4, 3, 64, 64)
+    m(x).sum().backward()
+    assert m.layer4[0].conv1.weight.grad is not None
+    from fastconv.face.models.iresnet import DropBlock
+
+    d = DropBlock(1.0, 3).train()
+    assert torch.count_nonzero(d(torch.ones(2, 4, 2, 2))) == 0  # p=1 on a 2x2 map drops everything
+    assert torch.equal(d.eval()(torch.ones(2, 4, 2, 2)), torch.ones(2, 4, 2, 2))
+    for bad in (2, 0, 1.5):
+        with pytest.raises(ValueError, match="odd int"):
+            DropBlock(0.1, bad)
+    with pytest.raises(ValueError, match="probability"):
+        DropBlock(1.5)

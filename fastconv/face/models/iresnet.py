@@ -33,6 +33,34 @@ class SEModule(nn.Module):
         return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
 
 
+class DropBlock(nn.Module):
+    """DropBlock on ``(B, C, H, W)`` (``torchvision.ops.drop_block2d``) while training, identity in eval.
+
+    The block shrinks to the largest odd size that fits the feature map, so a late stage of a
+    small input (2x2 at 64 px with a stride-2 stem) still works: a 1x1 block is plain dropout.
+    """
+
+    def __init__(self, p, block_size=3):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"DropBlock probability must be in [0, 1], got {p!r}")
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1 or block_size % 2 == 0:
+            raise ValueError(f"DropBlock block_size must be an odd int >= 1, got {block_size!r}")
+        self.p, self.block_size = float(p), block_size
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        from torchvision.ops import drop_block2d
+
+        block = min(self.block_size, x.shape[-2], x.shape[-1])
+        block -= 1 - block % 2  # even -> the odd size below
+        return drop_block2d(x, self.p, block, training=True)
+
+    def extra_repr(self):
+        return f"p={self.p}, block_size={self.block_size}"
+
+
 class IBasicBlock(nn.Module):
     """IR block ``(B, Cin, H, W) -> (B, Cout, H/stride, W/stride)``."""
 
@@ -86,8 +114,7 @@ class IResNet(nn.Module):
         for i, (n, cout) in enumerate(zip(layers, chans)):
             db = None
             if dropblock > 0 and i >= 2:
-                from torchvision.ops import DropBlock2d
-                db = DropBlock2d(dropblock, dropblock_size)
+                db = DropBlock(dropblock, dropblock_size)
             blocks = [IBasicBlock(cin, cout, 2, se, db)]
             blocks += [IBasicBlock(cout, cout, 1, se, db) for _ in range(n - 1)]
             stages.append(nn.Sequential(*blocks))
