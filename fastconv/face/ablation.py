@@ -4,7 +4,8 @@ Each variant is the base preset plus a few ``--set`` overrides, trained by its o
 ``fastconv face train`` process on View 1 DevTrain and scored on the 1,000 DevTest pairs after
 its *last* epoch (no checkpoint is picked by its test score). Up to ``jobs`` variants run at
 once, each with the preset's thread count. A variant whose ``result.json`` already exists is not
-trained again, so an interrupted ablation continues where it stopped.
+trained again, and one interrupted mid-training resumes from its ``last.pt``: an interrupted
+ablation continues where it stopped, with the results an uninterrupted one would give.
 
 Writes ``out/ablation.json`` (one record per variant) and ``out/ablation.md`` (a table).
 """
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from .atomic import write_json
+from .atomic import atomic_write, write_json
 
 VARIANT_NAMES = ("recipe", "ce-only", "cutmix", "mixup", "perspective", "label-smoothing", "dropblock")
 
@@ -54,17 +55,30 @@ def variants(cfg):
 
 
 def _epoch_records(run_dir):
-    """The per-epoch records (those with validation scores) of ``run_dir/metrics.jsonl``."""
+    """The per-epoch records (those with validation scores) of ``run_dir/metrics.jsonl``, one per
+    (stage, epoch): an epoch logged again after a resume keeps its last record."""
     path = pathlib.Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
     records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return [rec for rec in records if "val_eer" in rec]
+    by_epoch = {(rec["stage"], rec["epoch"]): rec for rec in records if "val_eer" in rec}
+    return list(by_epoch.values())
+
+
+def _last_line(path):
+    try:
+        lines = [line for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def _command(config, overrides, run_dir):
+    """The training command of one variant; it resumes an interrupted run (bit-exactly) from last.pt."""
     cmd = [sys.executable, "-m", "fastconv.face", "train", "--config", config, "--protocol", "view1",
            "--out", str(run_dir), "--quiet", "--set", "data.val_devtest=true"]
+    if (pathlib.Path(run_dir) / "last.pt").is_file():
+        cmd.append("--resume")
     for o in overrides:
         cmd += ["--set", o]
     return cmd
@@ -95,7 +109,7 @@ def run_ablation(config, out, names=None, jobs=1, extra=()):
             name = todo.pop(0)
             run_dir = out / name
             run_dir.mkdir(exist_ok=True)
-            log = open(run_dir / "train.log", "w")
+            log = open(run_dir / "train.log", "a")
             cmd = _command(config, list(extra) + table[name][1], run_dir)
             print(f"[ablation] start {name}: {' '.join(cmd[2:])}", flush=True)
             running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time())
@@ -108,8 +122,8 @@ def run_ablation(config, out, names=None, jobs=1, extra=()):
             epochs = _epoch_records(out / name)
             if proc.returncode != 0 or not epochs:
                 failed.append(name)
-                print(f"[ablation] {name} failed (exit {proc.returncode}); see {out / name / 'train.log'}",
-                      flush=True)
+                print(f"[ablation] {name} failed (exit {proc.returncode}): {_last_line(out / name / 'train.log')} "
+                      f"(log: {out / name / 'train.log'})", flush=True)
                 continue
             rec = epochs[-1]
             result = {"variant": name, "change": table[name][0], "overrides": table[name][1],
@@ -123,7 +137,8 @@ def run_ablation(config, out, names=None, jobs=1, extra=()):
                if (out / n / "result.json").is_file()]
     write_json(out / "ablation.json", {"config": config, "extra": list(extra), "results": results,
                                         "failed": failed})
-    (out / "ablation.md").write_text(markdown_table(results))
+    table_md = markdown_table(results)
+    atomic_write(out / "ablation.md", lambda fh: fh.write(table_md.encode()))
     if failed:
         raise RuntimeError(f"ablation variants failed: {failed}")
     return results

@@ -256,9 +256,11 @@ def validate(model, data, device, channels_last=False):
 class _Logger:
     """JSON lines in ``out_dir/metrics.jsonl`` (+ TensorBoard scalars when enabled); rank 0 only."""
 
-    def __init__(self, out_dir, enabled, tensorboard):
+    def __init__(self, out_dir, enabled, tensorboard, fresh=True):
         self.enabled = enabled
         self.path = pathlib.Path(out_dir) / "metrics.jsonl"
+        if enabled and fresh:  # a new run in an old folder starts a new log; --resume appends
+            self.path.unlink(missing_ok=True)
         self.tb = None
         if enabled and tensorboard:
             try:
@@ -345,7 +347,7 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
     history = list(state["history"]) if state else []
     if state:
         backbone.load_state_dict(state["model"])
-    logger = _Logger(out_dir, is_main, cfg["tensorboard"])
+    logger = _Logger(out_dir, is_main, cfg["tensorboard"], fresh=not resume)
 
     from .data import FaceDataset, normalize
     dataset = FaceDataset(images, labels, transform=build_transform(cfg["augment"], cfg["data"]["size"]))

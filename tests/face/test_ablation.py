@@ -76,3 +76,18 @@ def test_ablate_refuses_unknown_variant(tmp_path, capsys):
     assert main(["ablate", "--variants", "recipe,nope", "--out", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
     assert main(["ablate", "--jobs", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_interrupted_variant_resumes_and_counts_each_epoch_once(tmp_path):
+    from fastconv.face.ablation import _command, _epoch_records
+
+    assert "--resume" not in _command("cpu-small", [], tmp_path)
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert "--resume" in _command("cpu-small", [], tmp_path)
+    recs = [{"stage": "ce", "epoch": 1, "val_eer": 0.3}, {"stage": "ce", "epoch": 2, "step": 5, "loss": 1.0},
+            {"stage": "ce", "epoch": 2, "val_eer": 0.25}, {"stage": "ce", "epoch": 2, "val_eer": 0.2},
+            {"stage": "arcface", "epoch": 1, "val_eer": 0.15}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    got = _epoch_records(tmp_path)
+    assert [(r["stage"], r["epoch"], r["val_eer"]) for r in got] == [("ce", 1, 0.3), ("ce", 2, 0.2),
+                                                                    ("arcface", 1, 0.15)]

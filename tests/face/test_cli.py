@@ -57,6 +57,19 @@ def test_resume_finished_run_is_noop(trained, face_tree, capsys):
     assert (trained / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.filterwarnings("ignore:skipped 1 unreadable")
+def test_fresh_run_in_an_old_folder_starts_a_new_log(trained, face_tree, capsys):
+    first = (trained / "metrics.jsonl").read_text().splitlines()
+    assert main(["train", "--config", "base", "--root", str(face_tree.root), "--out", str(trained), "--quiet",
+                 *TRAIN_SET]) == 0
+    again = (trained / "metrics.jsonl").read_text().splitlines()
+    assert len(again) == len(first)  # replaced, not appended to
+    strip = [{k: v for k, v in json.loads(line).items() if "minutes" not in k and "second" not in k
+              and "per_s" not in k} for line in again]
+    assert strip == [{k: v for k, v in json.loads(line).items() if "minutes" not in k and "second" not in k
+                      and "per_s" not in k} for line in first]  # and the seeded run repeats itself
+
+
 def test_info_and_bad_input(capsys, tmp_path):
     assert main(["info", "--model", "iresnet_small", "--input-size", "64"]) == 0
     out = capsys.readouterr().out
