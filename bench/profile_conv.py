@@ -201,11 +201,10 @@ def main(argv=None):
     args = parse_args(argv)
     _env.pin_env(args.threads)
     _env.apply_limits(args.threads)
-    import json
-
     import numpy as np
 
     import fastconv as fc
+    from fastconv.atomic import write_json, write_text
 
     from .timing import gemm_rate
 
@@ -230,11 +229,8 @@ def main(argv=None):
     if not args.no_torch:
         result["torch"] = torch_times(x, layer, repeats)
     md = render(result)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "profile_conv.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, "profile_conv.md"), "w") as f:
-        f.write(md)
+    write_json(os.path.join(args.out, "profile_conv.json"), result)
+    write_text(os.path.join(args.out, "profile_conv.md"), md)
     print()
     print(md)
     print(f"wrote {os.path.join(args.out, 'profile_conv.md')}")

@@ -1,7 +1,8 @@
 """Markdown and JSON reports of a suite run."""
-import json
 import os
 import time
+
+from fastconv.atomic import write_json, write_text
 
 from .suite import TORCH
 
@@ -158,17 +159,14 @@ def markdown(result, meta):
 
 def write(result, meta, out_dir):
     """Write ``bench.json`` and ``bench.md`` (plus timestamped copies) into ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(result["started"]))
     md = markdown(result, meta)
     payload = {"meta": meta, **result}
     paths = {}
     for base in ("bench", f"bench-{stamp}"):
         jp, mp = os.path.join(out_dir, base + ".json"), os.path.join(out_dir, base + ".md")
-        with open(jp, "w") as f:
-            json.dump(payload, f, indent=1, default=str)
-        with open(mp, "w") as f:
-            f.write(md)
+        write_json(jp, payload, default=str)
+        write_text(mp, md)
         paths.setdefault("json", jp)
         paths.setdefault("markdown", mp)
     return paths, md

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..images import centre_crop_resize
 from ..paths import cache_dir, lfw_root
 from ..paths import image_dir as lfw_image_dir
@@ -103,11 +104,8 @@ def load_lfw_people(min_faces=20, size=32, crop=100, root=None, cache=True, verb
     else:
         images, labels, names, skipped = _decode_all(image_dir, min_faces, size, crop, verbose)
         if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.stem + ".tmp.npz")
-            np.savez_compressed(tmp, images=images, labels=labels, names=np.asarray(names),
-                                skipped=skipped)
-            tmp.replace(path)
+            atomic_write(path, lambda f: np.savez_compressed(f, images=images, labels=labels,
+                                                             names=np.asarray(names), skipped=skipped))
     x = (images.astype(np.float32) / 255.0)[:, None]
     return LFWPeople(x, labels, names, skipped)
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from .atomic import atomic_write, write_json
+from ..atomic import atomic_write, write_json
 
 VARIANT_NAMES = ("recipe", "ce-only", "cutmix", "mixup", "perspective", "label-smoothing", "dropblock")
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from .atomic import atomic_write, write_json
+from ..atomic import atomic_write, write_json
 
 
 def parse_folds(text):

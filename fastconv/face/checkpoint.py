@@ -8,7 +8,7 @@ import pathlib
 
 import torch
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 
 def save_checkpoint(path, state):

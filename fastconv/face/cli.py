@@ -9,10 +9,7 @@ import pathlib
 import sys
 import time
 
-
-def _fail(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
+from .cli_eval import _fail, add_eval_commands
 
 
 def _add_config_args(p):
@@ -24,8 +21,6 @@ def _add_config_args(p):
 
 def build_parser():
     """The argparse parser of ``fastconv face``."""
-    from .cli_eval import add_eval_commands
-
     parser = argparse.ArgumentParser(prog="fastconv face", description="Face verification toolkit (PyTorch).")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -190,7 +185,7 @@ def cmd_ablate(args):
 
 
 def cmd_throughput(args):
-    from .atomic import write_json
+    from ..atomic import write_json
     from .config import load_config
     from .evaluate import resolve_device
     from .throughput import PRECISIONS, default_grid, format_table, measure

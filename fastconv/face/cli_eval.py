@@ -100,6 +100,7 @@ def add_eval_commands(subparsers) -> None:
 
 
 def _fail(msg) -> int:
+    """Report a bad-input error on stderr; the exit status of every ``fastconv face`` command for it."""
     print(f"error: {msg}", file=sys.stderr)
     return 2
 
@@ -193,7 +194,7 @@ def cmd_verify(args) -> int:
 def cmd_embed(args) -> int:
     import numpy as np
 
-    from .atomic import atomic_write, write_json
+    from ..atomic import atomic_write, write_json
     from .data import decode_images, list_images
     from .evaluate import embed, resolve_device
 

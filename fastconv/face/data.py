@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..images import CANONICAL, centre_crop_resize
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 __all__ = [
     "Preprocess",

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import torch
 
-from .atomic import atomic_write, write_json
+from ..atomic import atomic_write, write_json
 from .data import ImageCache, Preprocess, normalize
 from .lfw import Pair
 from .metrics import accuracy_at, mean_tpr, roc, verification_report

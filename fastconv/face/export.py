@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import torch
 
-from .atomic import replaced_on_success
+from ..atomic import replaced_on_success
 
 __all__ = ["export_onnx", "onnx_parity"]
 

@@ -2,6 +2,7 @@
 
 A reader never sees a half-written checkpoint, cache, JSON report or ONNX file, and a run killed
 mid-write leaves the previous file intact. Files get the normal permissions (0666 & ~umask).
+Standard library only: the engine, the benchmarks and ``fastconv.face`` all write through it.
 """
 import contextlib
 import json
@@ -39,7 +40,12 @@ def atomic_write(path, write_fn):
             os.fsync(fh.fileno())
 
 
-def write_json(path, obj, indent=1):
-    """``json.dump(obj)`` to ``path`` atomically."""
-    text = json.dumps(obj, indent=indent)
-    atomic_write(path, lambda fh: fh.write(text.encode()))
+def write_text(path, text):
+    """Write the str ``text`` (UTF-8) to ``path`` atomically."""
+    data = text.encode()
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def write_json(path, obj, indent=1, default=None):
+    """``json.dumps(obj)`` to ``path`` atomically (``default`` as in :func:`json.dumps`)."""
+    write_text(path, json.dumps(obj, indent=indent, default=default))

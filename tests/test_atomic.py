@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from fastconv.face.atomic import atomic_write, replaced_on_success, write_json
+from fastconv.atomic import atomic_write, replaced_on_success, write_json
 
 
 def _umask():
