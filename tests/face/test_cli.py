@@ -152,7 +152,9 @@ def test_throughput_times_each_precision_and_format(tmp_path, capsys):
     assert [(r["precision"], r["channels_last"]) for r in results] == [
         ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
     assert all(r["images_per_s"] > 0 and r["batch_size"] == 4 and r["device"] == "cpu" for r in results)
-    assert "| cpu | bf16 | yes | 4 |" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "| cpu | bf16 | yes | 4 |" in text
+    assert "config precision 'fp32': training would use fp32 (set in the config)" in text
     assert main(["throughput", "--config", "base", "--precision", "fp32", "--channels-last", "no", "--steps", "1",
                  "--warmup", "0", "--batch-size", "2", *sets]) == 0
     assert main(["throughput", "--config", "base", "--precision", "fp8", *sets]) == 2
