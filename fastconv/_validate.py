@@ -6,6 +6,24 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def check_input(x, what):
+    """x must be a float32/float64 ndarray (any shape); returned as is. ``what`` names the layer."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{what} input must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{what} input must have dtype float32 or float64, got {x.dtype}")
+    return x
+
+
+def check_channels(**counts):
+    """Each keyword (channels, features) must be an int (Python or NumPy) >= 1."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
 def as_float_array(x, name, ndim, layout):
     """Check that ``x`` is a float32/float64 ndarray with ``ndim`` dims; return it C-contiguous.
 
@@ -43,6 +61,16 @@ def int_tuple(value, n, name, minimum):
     if any(v < minimum for v in items):
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return tuple(int(v) for v in items)
+
+
+def pair(value, nd, name, minimum):
+    """An int or an ``nd``-tuple of ints (nd = 1 or 2) -> the 2-D tuple ``(h, w)`` the kernels take.
+
+    1-D operations are 2-D ones of height 1: their height entry is the neutral one (0 for a
+    padding, whose ``minimum`` is 0; 1 for kernel sizes, strides, dilations and factors).
+    """
+    t = int_tuple(value, nd, name, minimum)
+    return t if nd == 2 else (min(minimum, 1),) + t
 
 
 def conv_output_size(size, kernel, stride, padding, dilation, what):
