@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import _backend
-from ._validate import as_float_array, check_grad_shape, conv_output_size, pair, same_dtype
+from ._validate import (as_float_array, check_grad_shape, check_grid_side, check_size, conv_output_size,
+                        pair, same_dtype)
 
 
 def _grad(dy, cache):
@@ -75,6 +76,8 @@ def conv_forward(x, weight, bias, stride=1, padding=0, dilation=1):
     o, _, kh, kw = w.shape
     oh = conv_output_size(h, kh, sh, ph, dh, "conv (height)")
     ow = conv_output_size(wd, kw, sw, pw, dw, "conv (width)")
+    check_size("conv column buffer (N*C*kh*kw*oh*ow)", n, c, kh, kw, oh, ow)
+    check_size("conv output (N*O*oh*ow)", n, o, oh, ow)
     kernels = _backend.backend_module()
     cols = kernels.im2col2d(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)  # (N, C*kh*kw, oh*ow)
     w2 = w.reshape(o, c * kh * kw)
@@ -130,6 +133,10 @@ def conv_transpose_forward(x, weight, bias, stride=1, padding=0, output_padding=
     if out_h < 1 or out_w < 1:
         raise ValueError(f"transposed conv output would be {out_h}x{out_w}: padding {padding} is too "
                          f"large for input {h}x{wd} and kernel {kh}x{kw}")
+    check_grid_side(out_h, "transposed conv output height")
+    check_grid_side(out_w, "transposed conv output width")
+    check_size("transposed conv column buffer (N*Cout*kh*kw*H*W)", n, cout, kh, kw, h, wd)
+    check_size("transposed conv output (N*Cout*out_h*out_w)", n, cout, out_h, out_w)
     kernels = _backend.backend_module()
     w2 = w.reshape(cin, cout * kh * kw)
     cols = np.matmul(w2.T, x.reshape(n, cin, h * wd))  # (N, Cout*kh*kw, H*W)
@@ -175,6 +182,7 @@ def _pool_geometry(x, nd, kernel_size, stride, padding, what):
                          f"{padding} for kernel_size {kernel_size}")
     oh = conv_output_size(x.shape[2], kh, sh, ph, 1, f"{what} (height)")
     ow = conv_output_size(x.shape[3], kw, sw, pw, 1, f"{what} (width)")
+    check_size(f"{what} output (N*C*oh*ow)", x.shape[0], x.shape[1], oh, ow)
     return kh, kw, sh, sw, ph, pw, oh, ow
 
 
@@ -232,6 +240,9 @@ def upsample_forward(x, factor, nd=2):
     """Zero insertion by ``factor``: x (N, C, *in) -> y (N, C, *(k(in-1)+1))."""
     x = _spatial(x, nd, "input")
     fh, fw = pair(factor, nd, "factor", 1)
+    oh = check_grid_side(fh * (x.shape[2] - 1) + 1, "upsampled height")
+    ow = check_grid_side(fw * (x.shape[3] - 1) + 1, "upsampled width")
+    check_size("upsample output (N*C*oh*ow)", x.shape[0], x.shape[1], oh, ow)
     kernels = _backend.backend_module()
     y = kernels.upsample2d_forward(x, fh, fw)
     cache = SimpleNamespace(kernels=kernels, factor=(fh, fw), nd=nd, out_shape=_to_nd(y, nd).shape,

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from .._validate import check_channels, int_tuple
+from .._validate import check_channels, check_size, int_tuple
 from ..random import uniform
 from .module import CachedModule, Parameter
 
@@ -31,6 +31,7 @@ class _ConvNd(CachedModule):
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        check_size("weight", self.in_channels, self.out_channels, *self.kernel_size)
         if self.transposed:
             shape = (self.in_channels, self.out_channels) + self.kernel_size
             fan_in = self.out_channels * math.prod(self.kernel_size)
