@@ -132,7 +132,7 @@ def cmd_info(args):
     from .models import get_model, model_info, model_names
 
     names = [args.model] if args.model else model_names()
-    sizes = [args.input_size] if args.input_size else [64, 112]
+    sizes = [args.input_size] if args.input_size is not None else [64, 112]
     print(f"{'model':<16} {'input':>5} {'params (M)':>11} {'GFLOPs':>8}")
     for name in names:
         for s in sizes:

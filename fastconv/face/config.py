@@ -25,8 +25,11 @@ def preset_names():
 
 
 def _read_toml(path):
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path}: {exc}") from None
 
 
 def flat_keys(cfg, prefix=""):

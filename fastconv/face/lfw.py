@@ -306,10 +306,13 @@ def read_pairs_any(path):
     """
     if not os.path.isfile(path):
         raise ValueError(f"pairs file {path} does not exist")
-    if is_lfw_pairs_file(path):
-        pairs, folds = flatten_folds(read_pairs(path))
-        return pairs, (folds if folds.size and folds.max() > 0 else None)
-    return read_pairs_csv(path), None
+    try:
+        if is_lfw_pairs_file(path):
+            pairs, folds = flatten_folds(read_pairs(path))
+            return pairs, (folds if folds.size and folds.max() > 0 else None)
+        return read_pairs_csv(path), None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def pair_identities(pairs) -> set[str]:

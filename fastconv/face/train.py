@@ -218,7 +218,7 @@ class _Run:
     t_start: float
     history: list = field(default_factory=list)
     best_eer: float = float("inf")
-    last_val: dict = None
+    last_val: "dict | None" = None
     epochs_done: int = 0
 
     @property

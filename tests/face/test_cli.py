@@ -141,6 +141,12 @@ def test_benchmark_lfw_merge_refuses_mismatches(tmp_path, capsys):
     assert main(["benchmark-lfw", "--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 2
     assert "different config" in capsys.readouterr().err
     assert main(["benchmark-lfw", "--merge", str(tmp_path / "a")]) == 2
+    (tmp_path / "d").mkdir()
+    for text, reason in (("[]", "not a benchmark summary"), ('{"config": {}, "folds": [{"fold": 1}]}', "lacks"),
+                         ("{not json", "cannot read")):
+        (tmp_path / "d" / "summary.json").write_text(text)
+        assert main(["benchmark-lfw", "--merge", str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == 2
+        assert reason in capsys.readouterr().err
 
 
 def test_throughput_times_each_precision_and_format(tmp_path, capsys):

@@ -228,3 +228,14 @@ def test_pairs_csv_counts_every_skipped_row_and_eval_reports_them(inputs, tmp_pa
     assert main(["eval", "-c", str(tmp_path / "good.pt"), "--pairs", str(path), "--root", str(face_tree.root),
                  "--device", "cpu"]) == 0
     assert "(2 pairs; skipped 1 header row (line 1) and 2 blank rows (lines 3, 5))" in capsys.readouterr().out
+
+
+def test_unreadable_text_inputs_name_the_file(tmp_path, capsys):
+    binary = tmp_path / "pairs.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage\x80")
+    _assert_clean_error(main(["eval", "-c", "x.pt", "--pairs", str(binary)]), capsys.readouterr().err,
+                        "pairs.csv is not UTF-8 text")
+    toml = tmp_path / "bad.toml"
+    toml.write_text("[[[")
+    _assert_clean_error(main(["train", "--config", str(toml)]), capsys.readouterr().err, "bad.toml")
+    _assert_clean_error(main(["info", "--input-size", "0"]), capsys.readouterr().err, "input_size")
