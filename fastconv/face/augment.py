@@ -7,7 +7,8 @@ from torchvision.transforms import v2
 def build_transform(aug, size):
     """v2 pipeline from the ``[augment]`` config section, or None when every switch is off.
 
-    uint8 ``(3, S, S)`` -> uint8 ``(3, S, S)``; flip, mild RandomResizedCrop, ColorJitter, RandomPerspective.
+    uint8 ``(3, S, S)`` -> uint8 ``(3, S, S)``; flip, mild RandomResizedCrop, framing jitter (``jitter.py``), ColorJitter,
+    RandomPerspective.
     """
     ops = []
     if aug.get("flip", False):
@@ -17,6 +18,10 @@ def build_transform(aug, size):
         if not 0 < scale <= 1:
             raise ValueError(f"augment.crop_scale must be in (0, 1], got {scale}")
         ops.append(v2.RandomResizedCrop(size, scale=(scale, 1.0), ratio=(0.9, 1.1), antialias=True))
+    if aug.get("framing", False):
+        from .jitter import FramingJitter
+
+        ops.append(FramingJitter((aug["framing_scale"], aug["framing_shift"], aug["framing_rotation"])))
     cj = float(aug.get("color_jitter", 0.0))
     if cj > 0:
         ops.append(v2.ColorJitter(brightness=cj, contrast=cj, saturation=cj))

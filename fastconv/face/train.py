@@ -462,6 +462,8 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
         from .prepare import prepare_data
 
         data = prepare_data(cfg, split=split, progress=progress and rank == 0)
+    if cfg["budget_minutes"] > 0:
+        cfg = _apply_budget(cfg, out_dir, data, resume, precision, world, time.time() - t_start)
     backbone = get_model(cfg["model"]["name"], cfg["model"]["embedding_size"], **model_kwargs(cfg)).to(device)
     if cfg["channels_last"]:
         backbone = backbone.to(memory_format=torch.channels_last)
@@ -492,8 +494,40 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
                 return _summary(run, True, return_model)
             end_epoch(run, stage, epoch, run_epoch(run, stage, epoch))
         state = None
+    if run.is_main and cfg["scorer"]["fit"]:
+        _fit_scorer(run)
     logger.close()
     return _summary(run, False, return_model)
+
+
+def _apply_budget(cfg, out_dir, data, resume, precision, world, seconds_spent):
+    """``cfg`` with the epoch counts of ``cfg["budget_minutes"]`` (:mod:`.budget`); the probe leaves the
+    RNGs as it found them, so the run equals one given those counts directly."""
+    from . import budget
+
+    if world > 1:
+        raise ValueError("budget_minutes is not supported under torchrun; set ce.epochs / arcface.epochs")
+    saved = rng_state()
+    try:
+        return budget.apply_budget(cfg, out_dir, len(data["labels"]), len(data["val_images"]), seconds_spent,
+                                   resume, precision, log=lambda m: print(m, flush=True))
+    finally:
+        set_rng_state(saved)
+
+
+def _fit_scorer(run):
+    """Fit the PLDA back-end with best.pt's weights and store it in best.pt's ``meta["scorer"]``."""
+    from .scoring import fit_training_side, state_as_tensors
+
+    path = run.out_dir / "best.pt"
+    best = load_checkpoint(path, map_location=run.device)
+    model = get_model(run.cfg["model"]["name"], run.cfg["model"]["embedding_size"], **model_kwargs(run.cfg))
+    model.load_state_dict(best["model"])
+    scorer = fit_training_side(model.to(run.device), run.data, run.device, dim=run.cfg["scorer"]["dim"])
+    best["meta"]["scorer"] = state_as_tensors(scorer.to_state())
+    save_checkpoint(path, best)
+    run.logger.log({"event": "scorer", "name": scorer.name, "dim": int(scorer.psi.shape[0]),
+                    "llr_threshold": scorer.threshold})
 
 
 def _summary(run, stopped, return_model):

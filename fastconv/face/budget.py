@@ -1,0 +1,117 @@
+"""Time budget of a training run: a throughput probe picks both stages' epoch counts.
+
+``budget_minutes > 0`` in the config (``--budget-minutes N``): at start-up :func:`probe_images_per_s`
+times a few CE training steps of the config's model on a synthetic batch (``throughput.measure``),
+and :func:`choose_epochs` picks the largest total epoch count E, split between the stages in the
+ratio of the config's ``ce.epochs : arcface.epochs``, whose estimated cost fits the time left:
+
+    seconds(stage epoch) = steps * batch / ips + val_images * 2 / (3 * ips)   (validation, flip TTA)
+    seconds(fixed)       = (train_images + val_images) * 2 / (3 * ips)        (PLDA back-end fit)
+    sum over epochs + fixed <= SAFETY * (60 * budget_minutes - seconds already spent)
+
+(an inference forward is counted as a third of a training step; ``SAFETY`` leaves room for data
+loading and augmentation, which the probe excludes). The choice is written to ``out/budget.json``
+and into the run's config (so checkpoints record it); ``--resume`` reads it back and never probes
+again, so an interrupted run continues with the same counts. A run with ``ce.epochs`` /
+``arcface.epochs`` set to the recorded counts and no budget trains the same weights.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+
+from ..atomic import write_json
+
+__all__ = ["SAFETY", "probe_images_per_s", "choose_epochs", "apply_budget"]
+
+SAFETY = 0.85
+PROBE_STEPS, PROBE_WARMUP = 3, 1
+
+
+def probe_images_per_s(cfg, precision):
+    """Training images/s of ``cfg``'s model (CE step, ``precision``, the config's memory format)."""
+    from .throughput import measure
+
+    return measure(cfg, precision, cfg["channels_last"], steps=PROBE_STEPS, warmup=PROBE_WARMUP)["images_per_s"]
+
+
+def _stage_epoch_seconds(cfg, stage, n_train, n_val, ips):
+    bs = cfg[stage]["batch_size"]
+    steps = n_train // bs
+    if cfg["max_steps"] > 0:
+        steps = min(steps, cfg["max_steps"])
+    return steps * bs / ips + 2 * n_val / (3 * ips)
+
+
+def choose_epochs(cfg, images_per_s, n_train, n_val, seconds_left):
+    """-> dict(ce=E_ce, arcface=E_arc, estimated_seconds) fitting ``SAFETY * seconds_left``.
+
+    ValueError when not even one epoch fits (the message says how long one takes).
+    """
+    if not images_per_s > 0:
+        raise ValueError(f"throughput probe measured {images_per_s!r} images/s")
+    stages = [s for s in ("ce", "arcface") if cfg[s]["enabled"] and cfg[s]["epochs"] > 0]
+    weights = {s: cfg[s]["epochs"] for s in stages}
+    per_epoch = {s: _stage_epoch_seconds(cfg, s, n_train, n_val, images_per_s) for s in stages}
+    fixed = 2 * (n_train + n_val) / (3 * images_per_s) if cfg["scorer"]["fit"] else 0.0
+    avail = SAFETY * seconds_left - fixed
+
+    def split(total):
+        counts, left = {}, total
+        for i, s in enumerate(stages):
+            counts[s] = left if i == len(stages) - 1 else max(1, round(total * weights[s] / sum(weights.values())))
+            left -= counts[s]
+        return counts if all(v >= 1 for v in counts.values()) else None
+
+    best = None
+    for total in range(len(stages), 100000):
+        counts = split(total)
+        cost = sum(per_epoch[s] * counts[s] for s in stages)
+        if cost > avail:
+            break
+        best = dict(counts, estimated_seconds=cost + fixed)
+    if best is None:
+        one = sum(per_epoch.values()) + fixed
+        raise ValueError(f"budget of {cfg['budget_minutes']} min is too small: one epoch of each stage takes "
+                         f"about {one / 60:.1f} min at the measured {images_per_s:.0f} images/s")
+    best.setdefault("ce", 0)
+    best.setdefault("arcface", 0)
+    return best
+
+
+def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision, probe=None, log=print):
+    """``cfg`` with the budget's epoch counts (a copy); writes or (``resume``) reads ``out_dir/budget.json``.
+
+    ``probe(cfg, precision) -> images/s`` defaults to :func:`probe_images_per_s`.
+    """
+    path = pathlib.Path(out_dir) / "budget.json"
+    cfg = copy.deepcopy(cfg)
+    if resume:
+        try:
+            rec = json.loads(path.read_text())
+            counts = {"ce": int(rec["ce_epochs"]), "arcface": int(rec["arcface_epochs"])}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"cannot resume a budget run: {path} is missing or unreadable ({exc})") from None
+        if rec.get("budget_minutes") != cfg["budget_minutes"]:
+            raise ValueError(f"cannot resume: {path} was chosen for a budget of {rec.get('budget_minutes')} min, "
+                             f"not {cfg['budget_minutes']}")
+        log(f"budget: resuming with the recorded epochs ce={counts['ce']}, arcface={counts['arcface']} "
+            f"(measured {rec['images_per_s']:.0f} images/s at the start; no new probe)")
+    else:
+        ips = float((probe or probe_images_per_s)(cfg, precision))
+        seconds_left = 60 * cfg["budget_minutes"] - seconds_spent
+        choice = choose_epochs(cfg, ips, n_train, n_val, seconds_left)
+        counts = {"ce": choice["ce"], "arcface": choice["arcface"]}
+        rec = {"budget_minutes": cfg["budget_minutes"], "images_per_s": ips, "precision": precision,
+               "probe_steps": PROBE_STEPS, "seconds_spent_before": seconds_spent, "safety": SAFETY,
+               "n_train_images": n_train, "n_val_images": n_val, "ce_epochs": counts["ce"],
+               "arcface_epochs": counts["arcface"], "estimated_minutes": choice["estimated_seconds"] / 60}
+        write_json(path, rec)
+        log(f"budget {cfg['budget_minutes']} min: probe measured {ips:.0f} training images/s ({precision}); "
+            f"chose ce.epochs={counts['ce']}, arcface.epochs={counts['arcface']} (estimated "
+            f"{rec['estimated_minutes']:.1f} min; reproduce with --set ce.epochs={counts['ce']} "
+            f"--set arcface.epochs={counts['arcface']})")
+    for stage, n in counts.items():
+        cfg[stage]["epochs"] = n
+    return cfg
