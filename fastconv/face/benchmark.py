@@ -28,53 +28,89 @@ def parse_folds(text):
     return folds
 
 
-def fold_scores(fold_dir, fold):
+def _cached_scores(cached, scorer):
+    """``(scores, labels, threshold)`` from ``cached`` when it holds ``scorer``'s scores (files written
+    before scorers existed hold cosines), else None."""
+    if not cached.is_file():
+        return None
+    try:
+        with np.load(cached, allow_pickle=False) as z:
+            made_by = str(z["scorer"]) if "scorer" in z.files else "cosine"
+            if scorer not in ("auto", made_by):
+                return None
+            thr = float(z["threshold"][0]) if z["threshold"].size else None
+            return z["scores"], z["labels"], thr
+    except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"recomputing unreadable {cached}: {type(exc).__name__}: {exc}", stacklevel=2)
+    return None
+
+
+def _open_fold_model(fold_dir, scorer):
+    """(model, preprocess, scorer object, its training-side threshold) of ``fold_dir/best.pt``."""
+    from .checkpoint import load_for_inference
+    from .scoring import choose_scorer, stored_scorer
+
+    model, meta, pre, cos_thr = load_for_inference(pathlib.Path(fold_dir) / "best.pt")
+    chosen = choose_scorer(scorer, stored_scorer(meta))
+    return model, pre, chosen, (cos_thr if chosen.name == "cosine" else chosen.threshold)
+
+
+def fold_scores(fold_dir, fold, scorer="auto"):
     """``(scores, labels, threshold)`` of View 2 fold ``fold``'s test pairs under ``fold_dir/best.pt``.
 
-    Read from ``fold_dir/scores.npz`` when present, else computed (embeddings with flip TTA, cosine)
-    and saved there. ``threshold`` is the checkpoint's training-side cosine threshold (or None).
+    Read from ``fold_dir/scores.npz`` when it holds ``scorer``'s scores, else computed (embeddings with
+    flip TTA; ``scorer`` as in ``eval --scorer``: auto = the stored PLDA back-end, else cosine) and saved
+    there. ``threshold`` is the checkpoint's training-side threshold on that scorer's scale (or None).
     """
     fold_dir = pathlib.Path(fold_dir)
     cached = fold_dir / "scores.npz"
-    if cached.is_file():
-        try:
-            with np.load(cached, allow_pickle=False) as z:
-                thr = float(z["threshold"][0]) if z["threshold"].size else None
-                return z["scores"], z["labels"], thr
-        except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
-            warnings.warn(f"recomputing unreadable {cached}: {type(exc).__name__}: {exc}", stacklevel=2)
+    hit = _cached_scores(cached, scorer)
+    if hit is not None:
+        return hit
     from fastconv.paths import cache_dir, image_dir, lfw_root
 
-    from .checkpoint import load_for_inference
     from .evaluate import pair_scores
     from .protocols import check_disjoint, view2_fold
 
     split = view2_fold(lfw_root(), fold)
     check_disjoint(split)
-    model, _, pre, thr = load_for_inference(fold_dir / "best.pt")
+    model, pre, chosen, thr = _open_fold_model(fold_dir, scorer)
     scores, labels, _ = pair_scores(model, split.test_pairs, image_dir(), pre,
-                                    cache_dir=cache_dir() / "images", progress=False)
-    atomic_write(cached, lambda f: np.savez(f, scores=scores, labels=labels,
+                                    cache_dir=cache_dir() / "images", progress=False, scorer=chosen)
+    atomic_write(cached, lambda f: np.savez(f, scores=scores, labels=labels, scorer=np.array(chosen.name),
                                             threshold=np.array([] if thr is None else [thr], dtype=float)))
     return scores, labels, thr
 
 
-def score_fold(fold_dir, fold):
+def fold_identification(fold_dir, fold, scorer="auto"):
+    """Identification report (:func:`.identify.identify_fold`) of fold ``fold``'s people under best.pt."""
+    from fastconv.paths import cache_dir, image_dir, lfw_root
+
+    from .identify import identify_fold
+
+    model, pre, chosen, _ = _open_fold_model(fold_dir, scorer)
+    return identify_fold(model, lfw_root(), fold, image_dir(), pre, chosen, cache_dir=cache_dir() / "images")
+
+
+def score_fold(fold_dir, fold, scorer="auto"):
     """Per-fold result: accuracy at the checkpoint's training-side threshold (and at the fold's own
-    best threshold), EER and TAR@FAR=1e-3 on the fold's 600 pairs."""
+    best threshold), EER and TAR@FAR=1e-3 on the fold's 600 pairs, and identification on the fold's
+    people (rank-1, rank-5, DIR at FAR 1 %)."""
     from .metrics import accuracy_at, best_threshold, eer, tar_at_far
 
     t0 = time.time()
-    scores, labels, thr = fold_scores(fold_dir, fold)
+    scores, labels, thr = fold_scores(fold_dir, fold, scorer)
     e, _ = eer(scores, labels)
     _, acc_oracle = best_threshold(scores, labels)
+    ident = fold_identification(fold_dir, fold, scorer)
     return {"fold": fold, "accuracy": accuracy_at(scores, labels, thr) if thr is not None else acc_oracle,
             "accuracy_best_threshold": acc_oracle, "threshold": thr, "eer": e,
             "tar_at_far_1e-3": tar_at_far(scores, labels, 1e-3), "n_pairs": int(len(labels)),
-            "minutes_test": (time.time() - t0) / 60}
+            "scorer": ident["scorer"], "rank1": ident["rank1"], "rank5": ident["rank5"],
+            "dir_at_far_1e-2": ident["dir_at_far_0.01"], "minutes_test": (time.time() - t0) / 60}
 
 
-def run_fold(cfg, fold, out_dir, progress=True):
+def run_fold(cfg, fold, out_dir, progress=True, scorer="auto"):
     """Train ``cfg`` with View 2 fold ``fold`` held out into ``out_dir``, then score the fold."""
     from .train import train
 
@@ -84,7 +120,9 @@ def run_fold(cfg, fold, out_dir, progress=True):
     out_dir = pathlib.Path(out_dir)
     (out_dir / "scores.npz").unlink(missing_ok=True)  # scores of an earlier training are stale
     train(cfg, out_dir, progress=progress)
-    res = score_fold(out_dir, fold)
+    res = score_fold(out_dir, fold, scorer)
+    if (out_dir / "budget.json").is_file():
+        res["budget"] = json.loads((out_dir / "budget.json").read_text())
     res["minutes_train"] = (time.time() - t0) / 60 - res["minutes_test"]
     res["minutes"] = (time.time() - t0) / 60
     write_json(out_dir / "test_fold.json", res)
@@ -100,7 +138,12 @@ def write_summary(out, cfg, results, total_minutes):
                "mean_tar_at_far_1e-3": statistics.fmean(r["tar_at_far_1e-3"] for r in results),
                "mean_accuracy_best_threshold": statistics.fmean(r["accuracy_best_threshold"] for r in results),
                "total_minutes": total_minutes, "config": cfg,
-               "accuracy_note": "accuracy at the cosine threshold calibrated on training-side validation pairs"}
+               "accuracy_note": "accuracy at the scorer's threshold (cosine, or PLDA log-likelihood ratio) "
+                                "calibrated on training-side validation pairs"}
+    for key in ("rank1", "rank5", "dir_at_far_1e-2"):
+        vals = [r.get(key) for r in results]
+        if all(isinstance(v, (int, float)) for v in vals):
+            summary[f"mean_{key}"] = statistics.fmean(vals)
     write_json(pathlib.Path(out) / "summary.json", summary)
     return summary
 
@@ -124,18 +167,21 @@ def write_roc(out, fold_dirs, summary):
     plot_roc_folds(curves, pathlib.Path(out) / "roc.png", title="LFW View 2 ROC", label=label, floor=floor)
 
 
-def run(cfg, folds, out, progress=True, log=print):
-    """Train and score ``folds`` into ``out``; writes summary.json after every fold and roc.png at the end."""
+def run(cfg, folds, out, progress=True, log=print, scorer="auto"):
+    """Train and score ``folds`` into ``out`` (pairs scored by ``scorer``, see :func:`fold_scores`);
+    writes summary.json after every fold and roc.png at the end."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results = []
     for k in folds:
         log(f"=== fold {k}: training on the other nine folds ===")
-        r = run_fold(cfg, k, out / f"fold{k:02d}", progress=progress)
+        r = run_fold(cfg, k, out / f"fold{k:02d}", progress=progress, scorer=scorer)
         results.append(r)
         log(f"fold {k}: accuracy {r['accuracy']:.4f} (best-threshold {r['accuracy_best_threshold']:.4f}), "
-            f"EER {r['eer']:.4f}, TAR@FAR1e-3 {r['tar_at_far_1e-3']:.4f}, {r['minutes']:.1f} min")
+            f"EER {r['eer']:.4f}, TAR@FAR1e-3 {r['tar_at_far_1e-3']:.4f} ({r['scorer']}); identification "
+            f"rank-1 {r['rank1']:.4f}, rank-5 {r['rank5']:.4f}, DIR@FAR1e-2 {r['dir_at_far_1e-2']}; "
+            f"{r['minutes']:.1f} min")
         summary = write_summary(out, cfg, results, (time.time() - t0) / 60)
     write_roc(out, {k: out / f"fold{k:02d}" for k in folds}, summary)
     return summary

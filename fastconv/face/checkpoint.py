@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) with at least
 ``model`` (state dict) and ``meta`` = {model_name, model_kwargs, embedding_size,
-preprocess (Preprocess.to_dict()), threshold (cosine, or None)}.
+preprocess (Preprocess.to_dict()), threshold (cosine, or None)}; ``meta["scorer"]`` optionally
+holds the PLDA back-end's arrays (float64 tensors, see ``scoring.PLDAScorer.to_state``).
 
 Loading never unpickles code (``torch.load(weights_only=True)``). Whatever is wrong with a file
 (empty, random bytes, text, a pickle with code, missing keys, wrong sizes, NaN weights or a NaN
@@ -111,6 +112,12 @@ def load_for_inference(path, map_location="cpu") -> InferenceModel:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad meta: {exc}") from None
     threshold = _check_threshold(meta, path)
+    from .scoring import stored_scorer
+
+    try:  # a malformed stored back-end is refused here, not at scoring time
+        stored_scorer(meta, path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     check_finite_weights(state["model"], path)
     try:
         model.load_state_dict(state["model"])

@@ -27,6 +27,20 @@ def _add_config_args(p):
                    help="override a config value, dotted key (e.g. --set ce.lr=0.05); repeatable")
 
 
+def _add_budget_arg(p):
+    p.add_argument("--budget-minutes", type=float, default=None, metavar="N",
+                   help="fit the run into N minutes: a throughput probe at start-up picks ce.epochs and "
+                        "arcface.epochs (logged, kept in budget.json; --resume reuses them)")
+
+
+def _budget_overrides(args):
+    if args.budget_minutes is None:
+        return []
+    if not args.budget_minutes > 0 or args.budget_minutes != args.budget_minutes:
+        raise ValueError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    return [f"budget_minutes={args.budget_minutes}"]
+
+
 def build_parser():
     """The argparse parser of ``fastconv face``."""
     parser = argparse.ArgumentParser(prog="fastconv face", description="Face verification toolkit (PyTorch).")
@@ -43,6 +57,7 @@ def build_parser():
     src.add_argument("--root", default=None, help="own data: a folder of identity folders <root>/<name>/*.jpg")
     p.add_argument("--fold", type=int, default=None, help="View 2 test fold 1..10 held out (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_budget_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("info", help="parameters and FLOPs of the backbones")
@@ -62,6 +77,10 @@ def build_parser():
     p.add_argument("--merge", nargs="+", metavar="DIR", default=None,
                    help="instead of training: combine the summary.json of earlier runs (folds split over "
                         "processes or machines) into --out/summary.json; their configs must agree")
+    _add_budget_arg(p)
+    p.add_argument("--scorer", choices=["auto", "cosine", "plda"], default="auto",
+                   help="pair scorer of the test folds (auto: the PLDA back-end each fold's best.pt stores, "
+                        "else cosine)")
     p.set_defaults(func=cmd_benchmark)
 
     from .ablation import VARIANT_NAMES
@@ -106,7 +125,7 @@ def cmd_train(args):
     from .config import load_config
     from .train import train
 
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + _budget_overrides(args)
     if args.root is not None:
         overrides += ["data.protocol=folder", f"data.root={args.root}"]
     elif args.protocol is not None:
@@ -158,11 +177,15 @@ def cmd_benchmark(args):
               f"and testing; {pathlib.Path(args.out) / 'summary.json'}")
         return 0
     folds = benchmark.parse_folds(args.folds)
-    cfg = load_config(args.config, list(args.overrides))
+    cfg = load_config(args.config, list(args.overrides) + _budget_overrides(args))
     out = pathlib.Path(args.out) if args.out else _default_out("benchmark", pathlib.Path(args.config).stem)
-    s = benchmark.run(cfg, folds, out, progress=not args.quiet, log=lambda m: print(m, flush=True))
+    s = benchmark.run(cfg, folds, out, progress=not args.quiet, log=lambda m: print(m, flush=True),
+                      scorer=args.scorer)
     print(f"mean accuracy {s['mean_accuracy']:.4f} +- {s['std_accuracy']:.4f}, mean EER {s['mean_eer']:.4f}, "
           f"total {s['total_minutes']:.1f} min; {out / 'summary.json'}, {out / 'roc.png'}")
+    if "mean_rank1" in s:
+        print(f"identification: mean rank-1 {s['mean_rank1']:.4f}, rank-5 {s['mean_rank5']:.4f}"
+              + (f", DIR@FAR1e-2 {s['mean_dir_at_far_1e-2']:.4f}" if "mean_dir_at_far_1e-2" in s else ""))
     return 0
 
 

@@ -26,9 +26,13 @@ def _positive_batch(args):
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
 
 
-def _add_common(p, checkpoint=True):
+def _add_common(p, checkpoint=True, scorer="auto"):
     if checkpoint:
         p.add_argument("--checkpoint", "-c", required=True, help="checkpoint written by `fastconv face train`")
+    # --scorer, not --backend: in fastconv "backend" names the compute engine (numpy, cython, numba)
+    p.add_argument("--scorer", choices=["auto", "cosine", "plda"], default=scorer,
+                   help="pair scorer: cosine of the embeddings, or the checkpoint's PLDA back-end (scores are "
+                        f"log-likelihood ratios); auto = plda when the checkpoint stores one (default {scorer})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run the model (auto: cuda when available)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
@@ -58,19 +62,29 @@ def add_eval_commands(subparsers) -> None:
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.add_argument("--out", default=None, help="folder for metrics.json, scores.csv, roc.png, scores_hist.png")
     p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: $FASTCONV_CACHE/images)")
+    p.add_argument("--jitter", nargs="?", const="0.1,0.06,8", default=None, metavar="SCALE,SHIFT,DEG",
+                   help="re-frame every test image like a face detector's box would: box scale in [1-SCALE, "
+                        "1+SCALE], centre shift up to SHIFT of the side, rotation up to DEG degrees "
+                        "(default when given bare: 0.1,0.06,8)")
+    p.add_argument("--jitter-seed", type=int, default=0, help="seed of the --jitter draws (default 0)")
+    p.add_argument("--identify", action="store_true",
+                   help="also identification on the test fold's people (--protocol view2 --fold K): gallery "
+                        "= first image of each person with >= 2 images, the rest probes; rank-1/rank-5 and "
+                        "open-set DIR at FAR 1 %% with the one-image people as impostors")
     p.set_defaults(func=cmd_eval)
 
     # verify
     p = subparsers.add_parser(
         "verify", help="are two face images the same person?",
-        description="Cosine score of two images and a same/different decision at the checkpoint's "
-                    "stored threshold (or --threshold). Images that are not 250x250 get their shorter "
+        description="Score of two images (cosine, or the PLDA back-end's log-likelihood ratio with "
+                    "--scorer plda / auto) and a same/different decision at the checkpoint's stored "
+                    "threshold for that scorer (or --threshold). Images that are not 250x250 get their shorter "
                     "side resized to 250 and are centre-cropped to 250x250 first, then preprocessed "
                     "exactly like training (crop and size from the checkpoint).")
     p.add_argument("image_a")
     p.add_argument("image_b")
     _add_common(p)
-    p.add_argument("--threshold", type=float, default=None, help="cosine threshold (overrides the checkpoint's)")
+    p.add_argument("--threshold", type=float, default=None, help="threshold on the scorer's scale (overrides the checkpoint's)")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.set_defaults(func=cmd_verify)
 
@@ -79,9 +93,11 @@ def add_eval_commands(subparsers) -> None:
         "embed", help="embed every image under a folder",
         description="Embed every image under DIR (recursive; identity folders or flat) and write "
                     "(N, D) float32 L2-normalised embeddings to --out (.npy) plus a sidecar .json "
-                    "listing the image paths in row order and any skipped files.")
+                    "listing the image paths in row order and any skipped files. With --scorer plda: "
+                    "the back-end's features u = T (e - mean) (N, k) instead, and the sidecar holds "
+                    "a, b, c of LLR(u, v) = sum a (u^2 + v^2) + b u v + c.")
     p.add_argument("directory")
-    _add_common(p)
+    _add_common(p, scorer="cosine")
     p.add_argument("--out", "-o", required=True, help="output .npy file")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.set_defaults(func=cmd_embed)
@@ -123,6 +139,24 @@ def _pairs_for(args):
     return view2_fold(lfw, args.fold).test_pairs, None, root, f"LFW View 2 fold {args.fold} of pairs.txt"
 
 
+def _scorer_for(args, meta, cosine_threshold):
+    """-> (scorer, its checkpoint threshold or None, where that threshold comes from)."""
+    from .scoring import choose_scorer, stored_scorer
+
+    scorer = choose_scorer(args.scorer, stored_scorer(meta))
+    if scorer.name == "cosine":
+        return scorer, cosine_threshold, (meta.get("threshold_source")
+                                          or "stored in the checkpoint (chosen on its validation pairs)")
+    return scorer, scorer.threshold, ("a log-likelihood ratio stored with the checkpoint's PLDA back-end "
+                                      "(chosen on its validation pairs)")
+
+
+def _jitter_arg(args):
+    from .jitter import parse_jitter
+
+    return None if args.jitter is None else (parse_jitter(args.jitter), args.jitter_seed)
+
+
 def cmd_eval(args) -> int:
     from ..atomic import check_writable
     from .device import resolve_device
@@ -132,18 +166,35 @@ def cmd_eval(args) -> int:
     if args.out is not None:
         check_writable(os.path.join(args.out, "metrics.json"))
     device = resolve_device(args.device)
+    if args.identify and (args.protocol != "view2" or args.fold is None):
+        raise ValueError("--identify needs --protocol view2 --fold K (the test fold's people)")
+    jitter = _jitter_arg(args)
     pairs, folds, root, what = _pairs_for(args)
-    model, meta, pre, threshold = _open_checkpoint(args.checkpoint, device)
+    model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
+    scorer, threshold, _ = _scorer_for(args, meta, cos_thr)
     print(f"evaluating {args.checkpoint} ({meta.get('model_name', '?')}, {pre.size}x{pre.size}, "
           f"crop {pre.crop}) on {what}")
     print(f"images from {root}; flip TTA {'off' if args.no_flip else 'on'}; device {device}")
+    extra = {"checkpoint": os.fspath(args.checkpoint), "pairs_source": what, "model_name": meta.get("model_name")}
+    if args.identify:
+        from fastconv.paths import lfw_root
+
+        from .identify import identify_fold
+
+        extra["identification"] = identify_fold(
+            model, args.lfw if args.lfw is not None else lfw_root(), args.fold, root, pre, scorer,
+            cache_dir=args.cache_dir, device=device, flip=not args.no_flip, batch_size=args.batch_size)
     report = evaluate_pairs(
-        model, pairs, root, pre, folds=folds, out_dir=args.out, threshold=threshold,
-        extra={"checkpoint": os.fspath(args.checkpoint), "pairs_source": what,
-               "model_name": meta.get("model_name")},
+        model, pairs, root, pre, folds=folds, out_dir=args.out, threshold=threshold, extra=extra,
         cache_dir=args.cache_dir, flip=not args.no_flip, device=device, batch_size=args.batch_size,
+        scorer=scorer, jitter=jitter,
     )
     print(format_report(report))
+    if args.identify:
+        r = report["identification"]
+        dir_ = "n/a (no one-image people)" if r["dir_at_far_0.01"] is None else f"{100 * r['dir_at_far_0.01']:.2f}%"
+        print(f"identification   rank-1 {100 * r['rank1']:.2f}%, rank-5 {100 * r['rank5']:.2f}%, DIR@FAR=1% "
+              f"{dir_} ({r['n_gallery']} gallery, {r['n_probes']} probes, {r['n_impostors']} impostors)")
     if args.out is not None:
         print(f"wrote metrics.json, scores.csv, roc.png, scores_hist.png to {args.out}")
     return 0
@@ -159,18 +210,18 @@ def cmd_verify(args) -> int:
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise ValueError(f"--threshold must be a finite number, got {args.threshold}")
     device = resolve_device(args.device)
-    model, meta, pre, stored = _open_checkpoint(args.checkpoint, device)
+    model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
+    scorer, stored, stored_source = _scorer_for(args, meta, cos_thr)
     images = np.stack([load_image(args.image_a, pre), load_image(args.image_b, pre)])
     e = embed(model, images, flip=not args.no_flip, device=device)
-    score = float(e[0] @ e[1])
+    score = float(scorer.score(e[:1], e[1:])[0])
     if args.threshold is not None:
         thr, source = args.threshold, "--threshold"
     elif stored is not None:
-        thr = stored
-        source = meta.get("threshold_source") or "stored in the checkpoint (chosen on its validation pairs)"
+        thr, source = stored, stored_source
     else:
         thr, source = None, None
-    print(f"cosine score: {score:.4f}")
+    print(f"{'cosine score' if scorer.name == 'cosine' else 'PLDA log-likelihood ratio'}: {score:.4f}")
     if thr is None:
         print("no threshold: the checkpoint stores none; pass --threshold T to decide same/different")
         return 0
@@ -197,7 +248,8 @@ def cmd_embed(args) -> int:
     relpaths = list_images(args.directory)
     if not relpaths:
         raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
-    model, _, pre, _ = _open_checkpoint(args.checkpoint, device)
+    model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
+    scorer = _scorer_for(args, meta, cos_thr)[0]
     images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True)
     if not len(kept):
         raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read "
@@ -205,6 +257,8 @@ def cmd_embed(args) -> int:
     if skipped:
         print(f"skipped {len(skipped)} unreadable images (listed in {sidecar})", file=sys.stderr)
     emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
+    if scorer.name != "cosine":
+        emb = scorer.transform(emb).astype(np.float32)
     atomic_write(out, lambda fh: np.save(fh, emb), mode=PRIVATE)
     info = {
         "root": os.path.abspath(args.directory),
@@ -214,6 +268,9 @@ def cmd_embed(args) -> int:
         "checkpoint": os.fspath(args.checkpoint),
         "preprocess": pre.to_dict(),
         "flip": not args.no_flip,
+        "scorer": {"name": "cosine", "rows": "L2-normalised embeddings"} if scorer.name == "cosine" else
+        {"name": scorer.name, "rows": "u = T (e - mean)", "a": scorer.a.tolist(), "b": scorer.b.tolist(),
+         "c": scorer.c, "llr": "sum_i a_i (u_i^2 + v_i^2) + b_i u_i v_i + c", "threshold": scorer.threshold},
     }
     write_json(sidecar, info, mode=PRIVATE)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")

@@ -17,6 +17,7 @@ from .lfw import Pair
 from .metrics import accuracy_at, roc, verification_report
 from .plots import plot_roc, plot_score_histogram
 from .progress import progress_bar
+from .scoring import CosineScorer
 
 __all__ = [
     "embed",
@@ -86,10 +87,12 @@ def embed(model, images_uint8, batch_size=256, flip=True, device="cpu", amp=Fals
 
 
 def pair_scores(model, pairs: list[Pair], root, pre: Preprocess, cache_dir=None, flip=True, device="cpu",
-                batch_size=256, progress=True, amp=False):
-    """-> (cosine scores float64 (P,), labels int64 (P,), kept_pair_index) for pairs whose images load.
+                batch_size=256, progress=True, amp=False, scorer=None, jitter=None):
+    """-> (scores float64 (P,), labels int64 (P,), kept_pair_index) for pairs whose images load.
 
-    Every distinct image is decoded (through ``ImageCache``) and embedded once.
+    Every distinct image is decoded (through ``ImageCache``) and embedded once. ``scorer``: a scorer of
+    :mod:`.scoring` (default cosine); ``jitter``: ``(JitterSpec, seed)`` re-frames every distinct image
+    once (:func:`.jitter.jitter_images`, in first-appearance order) before it is embedded.
     """
     if not pairs:
         raise ValueError("pairs is empty")
@@ -98,6 +101,10 @@ def pair_scores(model, pairs: list[Pair], root, pre: Preprocess, cache_dir=None,
     unique = list(dict.fromkeys(path for p in pairs for path in (p.a, p.b)))
     cache = ImageCache(root, pre, cache_dir=cache_dir, progress=progress)
     images, kept = cache.load(unique)
+    if jitter is not None:
+        from .jitter import jitter_images
+
+        images = jitter_images(images, *jitter)
     row = {unique[i]: r for r, i in enumerate(kept.tolist())}
     emb = embed(model, images, batch_size=batch_size, flip=flip, device=device, amp=amp, progress=progress)
     keep = [i for i, p in enumerate(pairs) if p.a in row and p.b in row]
@@ -109,7 +116,7 @@ def pair_scores(model, pairs: list[Pair], root, pre: Preprocess, cache_dir=None,
         raise ValueError(f"no pair could be scored: all {len(pairs)} pairs have an unreadable image")
     ia = np.array([row[pairs[i].a] for i in keep])
     ib = np.array([row[pairs[i].b] for i in keep])
-    scores = np.einsum("nd,nd->n", emb[ia].astype(np.float64), emb[ib].astype(np.float64))
+    scores = (scorer or CosineScorer()).score(emb[ia], emb[ib])
     labels = np.array([int(pairs[i].same) for i in keep], dtype=np.int64)
     return scores, labels, keep
 
@@ -119,9 +126,9 @@ def evaluate_pairs(model, pairs, root, pre, folds=None, out_dir=None, threshold=
     ``metrics.json``, ``scores.csv``, ``roc.png`` and ``scores_hist.png``.
 
     ``folds``: optional int array (len(pairs),) of fold ids for k-fold accuracy.
-    ``threshold``: optional fixed cosine threshold (e.g. the checkpoint's) to report accuracy at.
+    ``threshold``: optional fixed threshold on the scorer's scale (e.g. the checkpoint's) to report accuracy at.
     ``extra``: optional dict merged into the report (e.g. checkpoint path).
-    ``kw`` goes to ``pair_scores`` (cache_dir, flip, device, batch_size, progress, amp).
+    ``kw`` goes to ``pair_scores`` (cache_dir, flip, device, batch_size, progress, amp, scorer, jitter).
     """
     if folds is not None:
         folds = np.asarray(folds)
@@ -133,6 +140,10 @@ def evaluate_pairs(model, pairs, root, pre, folds=None, out_dir=None, threshold=
         "n_pairs_total": len(pairs),
         "n_pairs_skipped": len(pairs) - len(keep),
         "flip": bool(kw.get("flip", True)),
+        "scorer": (kw.get("scorer") or CosineScorer()).name,
+        "score_unit": (kw.get("scorer") or CosineScorer()).unit,
+        "jitter": None if kw.get("jitter") is None else {"scale_shift_rotation": list(kw["jitter"][0]),
+                                                         "seed": kw["jitter"][1]},
         "preprocess": pre.to_dict(),
     })
     if threshold is not None:
@@ -166,7 +177,10 @@ def format_report(report: dict) -> str:
     lines = [
         f"pairs            {report['n_pairs']} ({report['n_same']} same, {report['n_different']} different)"
         + (f", {report['n_pairs_skipped']} skipped" if report.get("n_pairs_skipped") else ""),
-        f"EER              {100 * report['eer']:.2f}%  (cosine threshold {report['eer_threshold']:.4f})",
+        f"scorer           {report.get('scorer', 'cosine')} (scores are {report.get('score_unit', 'cosine')}s)"
+        + (f"; framing jitter {report['jitter']['scale_shift_rotation']} seed {report['jitter']['seed']}"
+           if report.get("jitter") else ""),
+        f"EER              {100 * report['eer']:.2f}%  (threshold {report['eer_threshold']:.4f})",
         f"AUC              {report['auc']:.4f}",
         f"TAR @ FAR=1e-3   {100 * report['tar_at_far_1e-3']:.2f}%",
         f"TAR @ FAR=1e-2   {100 * report['tar_at_far_1e-2']:.2f}%",

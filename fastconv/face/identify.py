@@ -78,3 +78,35 @@ def identification_report(embeddings, labels, scorer, ranks=(1, 5), far=1e-2):
 def _own_column(gallery_labels, probe_labels):
     col = {y: j for j, y in enumerate(gallery_labels.tolist())}
     return np.array([col[y] for y in probe_labels.tolist()], np.int64)
+
+
+def fold_people_images(lfw, fold):
+    """(relpaths, identity labels) of every image of the people of View 2 people fold ``fold`` (1..10)."""
+    import os
+
+    from .lfw import image_relpath, read_people
+
+    folds = read_people(os.path.join(os.fspath(lfw), "people.txt"))
+    if not 1 <= fold <= len(folds):
+        raise ValueError(f"fold must be in 1..{len(folds)}, got {fold}")
+    rel, labels = [], []
+    for name, n in sorted(folds[fold - 1].items()):
+        for k in range(1, n + 1):
+            rel.append(image_relpath(name, k))
+            labels.append(name)
+    return rel, labels
+
+
+def identify_fold(model, lfw, fold, root, pre, scorer, cache_dir=None, device="cpu", flip=True, batch_size=256,
+                  progress=False):
+    """:func:`identification_report` of the people of View 2 fold ``fold`` (test-fold people only: none of
+    them is a training identity of that fold's model). Unreadable images are left out."""
+    from .data import ImageCache
+    from .evaluate import embed
+
+    rel, labels = fold_people_images(lfw, fold)
+    images, kept = ImageCache(root, pre, cache_dir=cache_dir, progress=progress).load(rel)
+    emb = embed(model, images, batch_size=batch_size, flip=flip, device=device, progress=progress)
+    report = identification_report(emb, [labels[i] for i in kept.tolist()], scorer)
+    report["fold"] = fold
+    return report

@@ -521,6 +521,8 @@ def _fit_scorer(run):
 
     path = run.out_dir / "best.pt"
     best = load_checkpoint(path, map_location=run.device)
+    if run.epochs_done == 0 and "scorer" in best["meta"]:  # a resumed run that had already finished
+        return
     model = get_model(run.cfg["model"]["name"], run.cfg["model"]["embedding_size"], **model_kwargs(run.cfg))
     model.load_state_dict(best["model"])
     scorer = fit_training_side(model.to(run.device), run.data, run.device, dim=run.cfg["scorer"]["dim"])
