@@ -100,6 +100,10 @@ def test_benchmark_lfw_writes_summary(tmp_path, monkeypatch, capsys):
         assert f["n_pairs"] == 2 and 0 <= f["accuracy"] <= 1 and f["threshold"] is not None
     assert summary["mean_accuracy"] == pytest.approx(np.mean([f["accuracy"] for f in summary["folds"]]))
     assert summary["std_accuracy"] >= 0 and 0 <= summary["mean_eer"] <= 1
+    for f in summary["folds"]:  # the PLDA back-end is fit by default; identification on the fold's 3 people
+        assert f["scorer"] == "plda" and 0 <= f["rank1"] <= f["rank5"] == 1.0 and f["dir_at_far_1e-2"] is None
+    assert summary["mean_rank1"] == pytest.approx(np.mean([f["rank1"] for f in summary["folds"]]))
+    assert "identification: mean rank-1" in capsys.readouterr().out
     assert (out / "fold02" / "best.pt").is_file() and (out / "roc.png").stat().st_size > 1000
     meta = json.loads((out / "fold02" / "test_fold.json").read_text())
     assert meta["fold"] == 2
@@ -112,6 +116,61 @@ def test_benchmark_lfw_writes_summary(tmp_path, monkeypatch, capsys):
     assert main(["benchmark-lfw", "--merge", str(out), "--out", str(merged)]) == 0
     again = json.loads((merged / "summary.json").read_text())
     assert again["mean_eer"] == summary["mean_eer"] and (merged / "roc.png").is_file()
+
+
+def test_scorer_jitter_and_identify_options(trained, face_tree, tmp_path, capsys, monkeypatch):
+    from fastconv.face.scoring import stored_scorer
+
+    ckpt = str(trained / "best.pt")
+    meta = torch.load(ckpt, weights_only=True)["meta"]  # the back-end is plain tensors
+    plda = stored_scorer(meta)
+    assert plda is not None and plda.T.shape[1] == 16 and plda.threshold is None  # no validation pairs
+    rel = face_tree.relpaths
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("\n".join([f"{rel[0]},{rel[1]},1", f"{rel[0]},{rel[3]},0", f"{rel[4]},{rel[5]},1",
+                              f"{rel[2]},{rel[7]},0"]) + "\n")
+    base = ["eval", "-c", ckpt, "--pairs", str(csv), "--root", str(face_tree.root), "--device", "cpu",
+            "--cache-dir", str(tmp_path / "cache")]
+
+    def scores(*extra):
+        out = tmp_path / f"ev{len(list(tmp_path.iterdir()))}"
+        assert main([*base, "--out", str(out), *extra]) == 0
+        return json.loads((out / "metrics.json").read_text()), (out / "scores.csv").read_text()
+
+    rep_plda, s_plda = scores()  # auto = the stored PLDA
+    rep_cos, s_cos = scores("--scorer", "cosine")
+    assert rep_plda["scorer"] == "plda" and rep_plda["score_unit"] == "log-likelihood ratio"
+    assert rep_cos["scorer"] == "cosine" and s_plda != s_cos
+    j1, j2, j3 = (scores("--scorer", "cosine", "--jitter", "--jitter-seed", str(k))[1] for k in (1, 1, 2))
+    assert j1 == j2 and j1 != j3 and j1 != s_cos  # deterministic given a seed
+    assert main([*base, "--jitter", "2,0,0"]) == 2 and "0 <= scale < 1" in capsys.readouterr().err
+    assert main([*base, "--identify"]) == 2 and "--identify needs --protocol view2" in capsys.readouterr().err
+
+    a, b = (str(face_tree.root / r) for r in rel[:2])
+    capsys.readouterr()
+    assert main(["verify", a, b, "-c", ckpt, "--threshold", "0", "--device", "cpu"]) == 0
+    assert "PLDA log-likelihood ratio:" in capsys.readouterr().out
+    cos_npy, plda_npy = tmp_path / "cos.npy", tmp_path / "plda.npy"
+    assert main(["embed", str(face_tree.root), "-c", ckpt, "-o", str(cos_npy), "--device", "cpu"]) == 0
+    assert main(["embed", str(face_tree.root), "-c", ckpt, "-o", str(plda_npy), "--device", "cpu",
+                 "--scorer", "plda"]) == 0
+    e, u = np.load(cos_npy), np.load(plda_npy)
+    side = json.loads((tmp_path / "plda.json").read_text())["scorer"]
+    assert u.shape == (len(rel), plda.T.shape[0]) and side["name"] == "plda"
+    llr = (u[0] ** 2 + u[1] ** 2) @ np.array(side["a"]) + (u[0] * u[1]) @ np.array(side["b"]) + side["c"]
+    assert llr == pytest.approx(plda.score(e[:1], e[1:2])[0], rel=1e-4, abs=1e-4)
+
+
+def test_eval_identify_on_a_view2_fold(trained, tmp_path, capsys):
+    lfw = tmp_path / "lfw"
+    fake_lfw(lfw)
+    out = tmp_path / "ident"
+    assert main(["eval", "-c", str(trained / "best.pt"), "--protocol", "view2", "--fold", "3", "--lfw", str(lfw),
+                 "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--identify", "--out", str(out)]) == 0
+    ident = json.loads((out / "metrics.json").read_text())["identification"]
+    assert (ident["n_gallery"], ident["n_probes"], ident["n_impostors"], ident["fold"]) == (3, 6, 0, 3)
+    assert 0 <= ident["rank1"] <= 1 and ident["rank5"] == 1.0  # 3 gallery people: rank 5 always holds
+    assert "identification   rank-1" in capsys.readouterr().out
 
 
 def _summary_dir(path, folds, cfg):

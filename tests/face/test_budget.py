@@ -1,0 +1,81 @@
+"""--budget-minutes: epochs chosen from a (mocked) throughput, logged and recorded; exact resume without a new
+probe; the run equals one given the chosen counts directly."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+from fastconv.face import budget
+from fastconv.face.budget import SAFETY, choose_epochs
+from fastconv.face.config import load_config
+from fastconv.face.train import train
+
+sys.path.insert(0, os.path.dirname(__file__))
+from face_synth import TINY, make_data  # noqa: E402
+
+IPS = 24.0  # mocked images/s: with make_data (48 training, 12 validation images, batch 16) one epoch costs
+# 48 / 24 + 2 * 12 / (3 * 24) = 2.333 s and the PLDA fit 2 * 60 / 72 = 1.667 s
+
+
+def _cfg(*extra):
+    return load_config("base", TINY + ["ce.epochs=4", "arcface.epochs=2", *extra])
+
+
+def test_choose_epochs_fills_the_budget_in_the_config_ratio():
+    cfg = _cfg("budget_minutes=1")
+    per_epoch, fixed = 48 / IPS + 2 * 12 / (3 * IPS), 2 * 60 / (3 * IPS)
+    seconds = (7 * per_epoch + fixed) / SAFETY + 0.01  # room for 7 epochs, not 8
+    got = choose_epochs(cfg, IPS, 48, 12, seconds)
+    assert (got["ce"], got["arcface"]) == (5, 2)  # 7 split 4:2 -> round(4.67) = 5 and 2
+    assert got["estimated_seconds"] == pytest.approx(7 * per_epoch + fixed)
+    got = choose_epochs(cfg, 2 * IPS, 48, 12, seconds)  # twice the speed: (17.17 s left) / 1.17 s -> 14 epochs
+    assert (got["ce"], got["arcface"]) == (9, 5)
+    no_scorer = choose_epochs(_cfg("budget_minutes=1", "scorer.fit=false"), IPS, 48, 12, seconds)
+    assert no_scorer["ce"] + no_scorer["arcface"] == 7  # 1.67 s freed is less than one more epoch
+    with pytest.raises(ValueError, match="too small: one epoch of each stage takes"):
+        choose_epochs(cfg, IPS, 48, 12, 2.0)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_budget_run_logs_its_choice_resumes_exactly_and_is_reproducible(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(budget, "probe_images_per_s", lambda cfg, precision: IPS)
+    cfg = _cfg("budget_minutes=0.2")  # 12 s: 0.85 * 12 - 1.67 = 8.5 s -> 3 epochs (7 s), split 2 + 1
+    data = make_data()
+    full = train(cfg, tmp_path / "full", progress=False, data=data, return_model=True)
+    rec = json.loads((tmp_path / "full" / "budget.json").read_text())
+    assert (rec["ce_epochs"], rec["arcface_epochs"], rec["images_per_s"]) == (2, 1, IPS)
+    out = capsys.readouterr().out
+    assert f"probe measured {IPS:.0f} training images/s" in out and "ce.epochs=2, arcface.epochs=1" in out
+    assert full["epochs"] == 3
+
+    run = tmp_path / "part"
+    assert train(cfg, run, progress=False, data=data, stop_after_epochs=1)["stopped"]
+
+    def no_probe(cfg, precision):
+        raise AssertionError("resume must not probe again")
+    monkeypatch.setattr(budget, "probe_images_per_s", no_probe)
+    resumed = train(cfg, run, resume=True, progress=False, data=data, return_model=True)
+    assert "resuming with the recorded epochs ce=2, arcface=1" in capsys.readouterr().out
+    a, b = _weights(full["model"]), _weights(resumed["model"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    direct = train(_cfg("ce.epochs=2", "arcface.epochs=1"), tmp_path / "direct", progress=False, data=data,
+                   return_model=True)
+    c = _weights(direct["model"])
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_budget_resume_refuses_another_budget_or_a_missing_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "probe_images_per_s", lambda cfg, precision: IPS)
+    data = make_data()
+    train(_cfg("budget_minutes=0.2"), tmp_path, progress=False, data=data, stop_after_epochs=1)
+    with pytest.raises(ValueError, match="budget of 0.2 min, not 0.5"):
+        train(_cfg("budget_minutes=0.5"), tmp_path, resume=True, progress=False, data=data)
+    (tmp_path / "budget.json").unlink()
+    with pytest.raises(ValueError, match="missing or unreadable"):
+        train(_cfg("budget_minutes=0.2"), tmp_path, resume=True, progress=False, data=data)
