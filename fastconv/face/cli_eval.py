@@ -1,4 +1,4 @@
-"""Evaluation subcommands of ``fastconv face``: eval, verify, embed, export-onnx.
+"""Evaluation subcommands of ``fastconv face``: eval, verify, embed, fit-scorer, export-onnx.
 
 ``fastconv/face/cli.py`` calls :func:`add_eval_commands` on its subparsers; each command sets
 ``func(args) -> int`` (0 = success) and raises ValueError/OSError on bad input, which
@@ -39,7 +39,7 @@ def _add_common(p, checkpoint=True, scorer="auto"):
 
 
 def add_eval_commands(subparsers) -> None:
-    """Add the ``eval``, ``verify``, ``embed`` and ``export-onnx`` subcommands."""
+    """Add the ``eval``, ``verify``, ``embed``, ``fit-scorer`` and ``export-onnx`` subcommands."""
     from fastconv.paths import lfw_root
 
     # eval
@@ -101,6 +101,19 @@ def add_eval_commands(subparsers) -> None:
     p.add_argument("--out", "-o", required=True, help="output .npy file")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.set_defaults(func=cmd_embed)
+
+    # fit-scorer
+    p = subparsers.add_parser(
+        "fit-scorer", help="fit the PLDA scoring back-end of an existing checkpoint",
+        description="Fit the PLDA back-end on the training side of the checkpoint's own training config "
+                    "(the same images and validation pairs `train` would use; never a test fold) and "
+                    "store it in the checkpoint (or in --out). `train` does this itself unless "
+                    "scorer.fit = false; this command is for checkpoints made before or without it.")
+    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument("--out", "-o", default=None, help="write here instead of replacing --checkpoint")
+    p.add_argument("--dim", type=int, default=0, help="PLDA dimensions kept (0 = min(D, identities - 1))")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_fit_scorer)
 
     # export-onnx
     p = subparsers.add_parser(
@@ -274,6 +287,33 @@ def cmd_embed(args) -> int:
     }
     write_json(sidecar, info, mode=PRIVATE)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")
+    return 0
+
+
+def cmd_fit_scorer(args) -> int:
+    from ..atomic import check_writable
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .device import resolve_device
+    from .prepare import prepare_data
+    from .scoring import fit_training_side, state_as_tensors
+
+    if args.dim < 0:
+        raise ValueError(f"--dim must be >= 0, got {args.dim}")
+    out = args.out or args.checkpoint
+    check_writable(out)
+    device = resolve_device(args.device)
+    model, meta, _, _ = _open_checkpoint(args.checkpoint, device)
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
+        raise ValueError(f"{args.checkpoint} stores no training config (meta['config']) to find its training side")
+    data = prepare_data(cfg, progress=True)
+    scorer = fit_training_side(model, data, device, dim=args.dim)
+    state = load_checkpoint(args.checkpoint)
+    state["meta"]["scorer"] = state_as_tensors(scorer.to_state())
+    save_checkpoint(out, state)
+    thr = "none (no validation pairs)" if scorer.threshold is None else f"{scorer.threshold:.4f}"
+    print(f"PLDA back-end fit on {len(data['labels'])} training images of {len(data['classes'])} people: "
+          f"{scorer.psi.shape[0]} dimensions, log-likelihood-ratio threshold {thr}; wrote {out}")
     return 0
 
 

@@ -161,6 +161,20 @@ def test_scorer_jitter_and_identify_options(trained, face_tree, tmp_path, capsys
     assert llr == pytest.approx(plda.score(e[:1], e[1:2])[0], rel=1e-4, abs=1e-4)
 
 
+def test_fit_scorer_refits_the_training_side_back_end(trained, tmp_path, capsys):
+    from fastconv.face.scoring import stored_scorer
+
+    ckpt, out = trained / "best.pt", tmp_path / "refit.pt"
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        assert main(["fit-scorer", "-c", str(ckpt), "-o", str(out), "--device", "cpu", "--dim", "1"]) == 0
+    assert "PLDA back-end fit on 9 training images of 3 people: 1 dimensions" in capsys.readouterr().out
+    old = stored_scorer(torch.load(ckpt, weights_only=True)["meta"])
+    new = stored_scorer(torch.load(out, weights_only=True)["meta"])
+    assert new.T.shape == (1, 16) and old.T.shape == (2, 16)  # --dim 1 keeps the first LDA direction
+    np.testing.assert_allclose(new.psi, old.psi[:1], rtol=1e-6)
+    assert main(["fit-scorer", "-c", str(ckpt), "--dim", "-1"]) == 2
+
+
 def test_eval_identify_on_a_view2_fold(trained, tmp_path, capsys):
     lfw = tmp_path / "lfw"
     fake_lfw(lfw)
