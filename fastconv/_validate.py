@@ -131,9 +131,23 @@ def check_window_fits(size, kernel, stride, padding, dilation, out, what):
                          f"{dilation}) does not fit the input size {size} with padding {padding}")
 
 
-def check_grad_shape(dy, expected, name="dy"):
-    """Gradients must have the shape of the forward output."""
+def check_grad(dy, shape, dtype, name="dy"):
+    """A gradient must be an ndarray with the forward output's shape and dtype (no silent casts)."""
     if not isinstance(dy, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(dy).__name__}")
-    if dy.shape != tuple(expected):
-        raise ValueError(f"{name} must have the forward output's shape {tuple(expected)}, got {dy.shape}")
+    if dy.shape != tuple(shape):
+        raise ValueError(f"{name} must have the forward output's shape {tuple(shape)}, got {dy.shape}")
+    if dy.dtype != dtype:
+        raise TypeError(f"{name} must have the forward dtype {np.dtype(dtype)}, got {dy.dtype}")
+    return dy
+
+
+def float_dtype(dtype):
+    """A layer's parameter dtype: float32 or float64 (np.dtype or anything np.dtype takes)."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype

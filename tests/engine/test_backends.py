@@ -137,11 +137,35 @@ def test_env_var_selects_backend():
         assert result.stdout.strip() == name
 
 
-def test_env_var_unknown_backend_fails_loudly():
-    result = _python("import fastconv as fc; fc.get_backend()", FASTCONV_BACKEND="nope")
-    assert result.returncode != 0
-    assert "ValueError" in result.stderr and "unknown backend 'nope'" in result.stderr
-    assert "'reference'" in result.stderr
+def test_env_var_ignores_case_and_spaces():
+    code = "import fastconv as fc; print(fc.get_backend())"
+    for name in fc.available_backends():
+        result = _python(code, FASTCONV_BACKEND=f"  {name.upper()}\n")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == name
+
+
+def test_env_var_unknown_backend_is_reported_at_import_and_raised_at_first_use():
+    message = "FASTCONV_BACKEND='nope' names no backend; expected one of ['cython', 'numba', 'reference']"
+    imported = _python("import fastconv", FASTCONV_BACKEND="nope")
+    assert imported.returncode == 0 and "RuntimeWarning: " + message in imported.stderr, imported.stderr
+    used = _python("import fastconv as fc; fc.get_backend()", FASTCONV_BACKEND="nope")
+    assert used.returncode != 0
+    assert "ValueError: " + message in used.stderr.splitlines()[-1], used.stderr
+
+
+def test_a_backend_that_fails_for_another_reason_says_so():
+    """NUMBA_NUM_THREADS=0 makes `import numba` raise ValueError: that is the cause to report,
+    not 'numba is not installed'."""
+    code = ("import fastconv as fc\n"
+            "try:\n    fc.set_backend('numba')\nexcept ImportError as exc:\n    print(exc)")
+    result = _python(code, NUMBA_NUM_THREADS="0")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.strip()
+    assert out.startswith("backend 'numba' is installed but fastconv.kernels.numba_kernels failed to import "
+                          "(ValueError: "), out
+    assert out.endswith("check the environment: NUMBA_NUM_THREADS='0'"), out
+    assert "pip install" not in out
 
 
 @pytest.mark.parametrize("bad", [1.5, "2", True, None])
