@@ -189,3 +189,35 @@ def test_set_num_threads_applies():
     result = _python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "1"]
+
+
+def test_every_registered_backend_imports_by_its_registry_path():
+    """The registry names modules by string: each must import under that name, carry it as
+    NAME, and the compiled ones must come from the repository's top-level kernels/ folder
+    (installed as fastconv.kernels by setup.py's package_dir)."""
+    import importlib
+    import pathlib
+
+    package = pathlib.Path(fc.__file__).resolve().parent
+    homes = {package.parent / "kernels", package / "kernels"}  # editable install, or a copied one
+    required = {n for n in os.environ.get("FASTCONV_REQUIRE_BACKENDS", "").split(",") if n}
+    for name, (module_path, _) in _backend._REGISTRY.items():
+        if name not in fc.available_backends() and name not in required:
+            continue
+        module = importlib.import_module(module_path)
+        assert module.NAME == name, f"{module_path} says it is {module.NAME!r}, registered as {name!r}"
+        if module_path.startswith("fastconv.kernels."):
+            assert pathlib.Path(module.__file__).resolve().parent in homes, module.__file__
+
+
+def test_import_installed_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    from engine_helpers import import_installed
+
+    monkeypatch.setenv("FASTCONV_REQUIRE_BACKENDS", "cython")
+    with pytest.raises(pytest.fail.Exception, match=r"fastconv.bench.nope does not import .*required because "
+                                                     r"FASTCONV_REQUIRE_BACKENDS='cython'"):
+        import_installed("fastconv.bench.nope")
+    monkeypatch.delenv("FASTCONV_REQUIRE_BACKENDS")
+    with pytest.raises(pytest.skip.Exception, match=r"pip install -e \."):
+        import_installed("fastconv.bench.nope")
+    assert import_installed("fastconv.bench.twins").torch_twin
