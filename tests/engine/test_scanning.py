@@ -38,6 +38,19 @@ def _torch_grads(x, ws, window, stride, dy):
     return y.detach().numpy(), xt.grad.numpy(), [w.grad.numpy() for w in wt]
 
 
+def _check_against_mlp(cnn, x, ws, rng):
+    """The CNN's output equals the window-by-window MLP's (torch and ``scan_mlp``) and its input
+    gradient torch's; returns (y, torch's MLP weight gradients) for the weight checks."""
+    y = cnn(x)
+    dy = rng.standard_normal(y.shape)
+    y_ref, dx_ref, dw_ref = _torch_grads(x, ws, WINDOW, STRIDE, dy)
+    assert_close(y, y_ref, F64, "CNN vs torch scan")
+    assert_close(y, S.scan_mlp(x, ws, WINDOW, STRIDE), F64, "CNN vs scan_mlp")
+    cnn.zero_grad()
+    assert_close(cnn.backward(dy), dx_ref, F64, "input gradient")
+    return y, dw_ref
+
+
 def _convs(seq):
     return [m for m in seq if isinstance(m, fc.nn.Conv1d)]
 
@@ -76,13 +89,7 @@ def test_simple_scanning(backend, seed, batch):
     ws = [rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
     x = rng.standard_normal((batch, C, T))
     cnn = S.simple_scanning_cnn(ws, C, STRIDE)
-    y = cnn(x)
-    dy = rng.standard_normal(y.shape)
-    y_ref, dx_ref, dw_ref = _torch_grads(x, ws, WINDOW, STRIDE, dy)
-    assert_close(y, y_ref, F64, "CNN vs torch scan")
-    assert_close(y, S.scan_mlp(x, ws, WINDOW, STRIDE), F64, "CNN vs scan_mlp")
-    cnn.zero_grad()
-    assert_close(cnn.backward(dy), dx_ref, F64, "input gradient")
+    _, dw_ref = _check_against_mlp(cnn, x, ws, rng)
     for conv, g in zip(_convs(cnn), dw_ref):
         assert_close(S.conv_to_mlp_weight(conv.weight.grad), g, F64, "weight gradient")
 
@@ -99,14 +106,8 @@ def test_distributed_scanning(backend, seed, batch):
     cnn = S.distributed_scanning_cnn(nan_padded, C, CH, KS, SS)
     for conv, b, c, k in zip(_convs(cnn), blocks, ins, KS):
         np.testing.assert_array_equal(conv.weight.data, S.mlp_to_conv_weight(b, c, k))
-    y = cnn(x)
+    y, dfull_ref = _check_against_mlp(cnn, x, full, rng)
     assert np.all(np.isfinite(y))  # no NaN from the padding leaked in
-    dy = rng.standard_normal(y.shape)
-    y_ref, dx_ref, dfull_ref = _torch_grads(x, full, WINDOW, STRIDE, dy)
-    assert_close(y, y_ref, F64, "CNN vs torch scan")
-    assert_close(y, S.scan_mlp(x, full, WINDOW, STRIDE), F64, "CNN vs scan_mlp")
-    cnn.zero_grad()
-    assert_close(cnn.backward(dy), dx_ref, F64, "input gradient")
     for i, conv in enumerate(_convs(cnn)):
         tied = S.tied_block_grad(dfull_ref[i], i, C, CH, KS, SS)  # sum over the shared copies
         assert_close(S.conv_to_mlp_weight(conv.weight.grad), tied, F64, "tied weight gradient")
