@@ -90,7 +90,7 @@ def int_tuple(value, n, name, minimum):
         items = tuple(items)
     except TypeError:
         raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}") from None
-    if len(items) != n or not all(type(v) is int or isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    if len(items) != n or not all(type(v) is int or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
                                   for v in items):
         raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
     if any(v < minimum for v in items):

@@ -3,10 +3,11 @@
 Every public function has exactly the signature of its twin in ``fastconv/reference.py``:
 it checks its arguments with ``fastconv._validate`` (arrays, ints in [0 or 1, 2**31 - 1],
 windows that fit, element counts; so that no call, however wrong, can read or write outside
-an array), allocates the output in the input dtype and runs a ``@njit(parallel=True)`` kernel. The kernels split their work with ``prange`` over
-independent pieces of the output (rows of ``cols``; bands of rows of one (n, c) plane; whole
-planes for the max pool backward), so no two threads ever write the same element and the
-result does not depend on the thread count.
+an array), allocates the output in the input dtype and runs a ``@njit(parallel=True)``
+kernel. The kernels split their work with ``prange`` over independent pieces of the output
+(rows of ``cols``; bands of rows of one (n, c) plane; whole planes for the max pool
+backward), so no two threads ever write the same element and the result does not depend on
+the thread count.
 
 Results are bit-identical to the reference: every sum adds its terms in the reference's
 order, in the array dtype, and no float32 computation is promoted to float64 (scalars are

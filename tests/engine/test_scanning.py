@@ -119,7 +119,8 @@ def test_biases_are_converted():
     ws = [rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
     bs = [rng.standard_normal(b) for b in sizes[1:]]
     x = rng.standard_normal((2, C, T))
-    assert_close(S.simple_scanning_cnn(ws, biases=bs)(x), S.scan_mlp(x, ws, WINDOW, STRIDE, biases=bs), F64, "with biases")
+    assert_close(S.simple_scanning_cnn(ws, biases=bs)(x), S.scan_mlp(x, ws, WINDOW, STRIDE, biases=bs), F64,
+                 "with biases")
 
 
 def test_bad_input_raises():
