@@ -48,6 +48,7 @@ def build_parser():
                        description="Train on the training side of an LFW protocol (View 1 DevTrain or the nine "
                                    "training folds of View 2) or on your own identity folders (--root).")
     _add_config_args(p)
+    _add_budget_arg(p)
     p.add_argument("--out", default=None, help="run folder (default runs/face/<config>-<protocol>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     src = p.add_mutually_exclusive_group()
@@ -55,7 +56,6 @@ def build_parser():
     src.add_argument("--root", default=None, help="own data: a folder of identity folders <root>/<name>/*.jpg")
     p.add_argument("--fold", type=int, default=None, help="View 2 test fold 1..10 held out (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_budget_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("info", help="parameters and FLOPs of the backbones")

@@ -29,13 +29,14 @@ def _positive_batch(args):
 def _add_common(p, checkpoint=True, scorer="auto"):
     if checkpoint:
         p.add_argument("--checkpoint", "-c", required=True, help="checkpoint written by `fastconv face train`")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to run the model (auto: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+
     # --scorer, not --backend: in fastconv "backend" names the compute engine (numpy, cython, numba)
     p.add_argument("--scorer", choices=["auto", "cosine", "plda"], default=scorer,
                    help="pair scorer: cosine of the embeddings, or the checkpoint's PLDA back-end (scores are "
                         f"log-likelihood ratios); auto = plda when the checkpoint stores one (default {scorer})")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where to run the model (auto: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
 
 
 def add_eval_commands(subparsers) -> None:
