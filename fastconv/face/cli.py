@@ -34,8 +34,8 @@ def _add_budget_arg(p):
 def _budget_overrides(args):
     if args.budget_minutes is None:
         return []
-    if not args.budget_minutes > 0 or args.budget_minutes != args.budget_minutes:
-        raise ValueError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    if not 0 < args.budget_minutes < float("inf"):
+        raise ValueError(f"--budget-minutes must be a positive number of minutes, got {args.budget_minutes}")
     return [f"budget_minutes={args.budget_minutes}"]
 
 

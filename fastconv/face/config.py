@@ -120,6 +120,8 @@ def validate(cfg):
             raise ValueError(f"{stage}.lr must be > 0, got {st['lr']}")
     if not any(cfg[s]["enabled"] and cfg[s]["epochs"] > 0 for s in STAGES):
         raise ValueError("both stages are disabled (ce.enabled / arcface.enabled); enable at least one")
+    if not 0 <= cfg["budget_minutes"] < float("inf"):
+        raise ValueError(f"budget_minutes must be >= 0 (0 = no budget), got {cfg['budget_minutes']}")
     if not 1 <= cfg["data"]["fold"] <= 10:
         raise ValueError(f"data.fold must be in 1..10, got {cfg['data']['fold']}")
     if cfg["data"]["protocol"] == "folder" and not cfg["data"]["root"]:

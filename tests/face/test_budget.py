@@ -79,3 +79,13 @@ def test_budget_resume_refuses_another_budget_or_a_missing_record(tmp_path, monk
     (tmp_path / "budget.json").unlink()
     with pytest.raises(ValueError, match="missing or unreadable"):
         train(_cfg("budget_minutes=0.2"), tmp_path, resume=True, progress=False, data=data)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_bad_budget_is_one_error_line(value, capsys):
+    from fastconv.face.cli import main
+
+    assert main(["train", "--config", "base", "--budget-minutes", value]) == 2
+    assert "--budget-minutes must be a positive number" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="budget_minutes must be >= 0"):
+        load_config("base", ["budget_minutes=-2"])
