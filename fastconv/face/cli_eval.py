@@ -28,7 +28,13 @@ def _preprocess(meta):
 
 
 def _add_common(p, checkpoint=True):
-    if checkpoint:
+    if checkpoint == "or-model":  # -c best.pt (torch) or --model model.npz (fastconv engine, no torch)
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--checkpoint", "-c", help="checkpoint written by `fastconv face train` (torch)")
+        from .cli_runtime import add_model_option
+
+        add_model_option(src, p)
+    elif checkpoint:
         p.add_argument("--checkpoint", "-c", required=True, help="checkpoint written by `fastconv face train`")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run the model (auto: cuda when available)")
@@ -38,6 +44,8 @@ def _add_common(p, checkpoint=True):
 def add_eval_commands(subparsers) -> None:
     """Add the ``eval``, ``verify``, ``embed`` and ``export-onnx`` subcommands."""
     from fastconv.paths import lfw_root
+
+    from .cli_runtime import add_convert_command
 
     # eval
     p = subparsers.add_parser(
@@ -70,7 +78,7 @@ def add_eval_commands(subparsers) -> None:
                     "exactly like training (crop and size from the checkpoint).")
     p.add_argument("image_a")
     p.add_argument("image_b")
-    _add_common(p)
+    _add_common(p, "or-model")
     p.add_argument("--threshold", type=float, default=None, help="cosine threshold (overrides the checkpoint's)")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.set_defaults(func=cmd_verify)
@@ -82,7 +90,7 @@ def add_eval_commands(subparsers) -> None:
                     "(N, D) float32 L2-normalised embeddings to --out (.npy) plus a sidecar .json "
                     "listing the image paths in row order and any skipped files.")
     p.add_argument("directory")
-    _add_common(p)
+    _add_common(p, "or-model")
     p.add_argument("--out", "-o", required=True, help="output .npy file")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.set_defaults(func=cmd_embed)
@@ -97,6 +105,8 @@ def add_eval_commands(subparsers) -> None:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=cmd_export_onnx)
+
+    add_convert_command(subparsers)
 
 
 def _fail(msg) -> int:
@@ -162,6 +172,11 @@ def cmd_eval(args) -> int:
 def cmd_verify(args) -> int:
     import numpy as np
 
+    if args.model is not None:
+        from .cli_runtime import verify_with_model
+
+        return verify_with_model(args)
+
     from .data import load_image
     from .evaluate import embed, resolve_device
 
@@ -181,7 +196,12 @@ def cmd_verify(args) -> int:
         source = meta.get("threshold_source") or "stored in the checkpoint (chosen on its validation pairs)"
     else:
         thr, source = None, None
-    print(f"cosine score: {score:.4f}")
+    return print_verdict(score, thr, source)
+
+
+def print_verdict(score, thr, source) -> int:
+    """Print the score and, with a threshold, the same/different decision (verify's output)."""
+    print(f"cosine score: {score:.6f}")
     if thr is None:
         print("no threshold: the checkpoint stores none; pass --threshold T to decide same/different")
         return 0
@@ -192,6 +212,10 @@ def cmd_verify(args) -> int:
 
 
 def cmd_embed(args) -> int:
+    if args.model is not None:
+        from .cli_runtime import embed_with_model
+
+        return embed_with_model(args)
     import numpy as np
 
     from ..atomic import atomic_write, write_json
