@@ -75,9 +75,8 @@ def parity(torch_model, net, batch=2, seed=0):
 
 def convert_checkpoint(checkpoint, out, atol=1e-3):
     """``best.pt`` -> ``model.npz`` (float32 weights); returns (meta written, parity max|diff|)."""
-    from .. import __version__
     from .checkpoint import load_for_inference
-    from .model_file import save_model_file
+    from .model_file import describe_model, save_model_file
 
     torch_model, meta = load_for_inference(checkpoint)
     name, kwargs = meta["model_name"], dict(meta.get("model_kwargs", {}))
@@ -85,13 +84,6 @@ def convert_checkpoint(checkpoint, out, atol=1e-3):
     diff = parity(torch_model, net)
     if not diff <= atol:
         raise RuntimeError(f"conversion check failed: max |torch - fastconv| = {diff:.3g} > {atol:g}")
-    pre = dict(meta["preprocess"])
-    description = {
-        "model_name": name, "model_kwargs": kwargs, "embedding_size": int(meta["embedding_size"]),
-        "input_size": int(pre["size"]), "preprocess": pre,
-        "normalization": {"formula": "x / 127.5 - 1", "mean": [0.5] * 3, "std": [0.5] * 3, "scale": 255},
-        "flip_tta": True, "threshold": meta.get("threshold"),
-        "threshold_source": meta.get("threshold_source") or "checkpoint (chosen on its validation pairs)",
-        "fastconv_version": __version__,
-    }
+    description = describe_model(name, kwargs, meta["embedding_size"], meta["preprocess"], meta.get("threshold"),
+                                 meta.get("threshold_source") or "checkpoint (chosen on its validation pairs)")
     return save_model_file(out, torch_state(torch_model), description), diff

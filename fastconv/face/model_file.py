@@ -20,7 +20,8 @@ import numpy as np
 
 from ..atomic import atomic_write
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "save_model_file", "load_model_file", "weights_digest"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "describe_model", "save_model_file", "load_model_file",
+           "weights_digest"]
 
 FORMAT = "fastconv-face-model"
 FORMAT_VERSION = 1
@@ -39,6 +40,20 @@ def weights_digest(state):
         h.update(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def describe_model(name, model_kwargs, embedding_size, preprocess, threshold, threshold_source):
+    """The JSON description of a model file (everything but the format fields and the checksum)."""
+    from .. import __version__
+
+    pre = dict(preprocess)
+    return {
+        "model_name": name, "model_kwargs": dict(model_kwargs), "embedding_size": int(embedding_size),
+        "input_size": int(pre["size"]), "preprocess": pre,
+        "normalization": {"formula": "x / 127.5 - 1", "mean": [0.5] * 3, "std": [0.5] * 3, "scale": 255},
+        "flip_tta": True, "threshold": None if threshold is None else float(threshold),
+        "threshold_source": threshold_source, "fastconv_version": __version__,
+    }
 
 
 def save_model_file(path, state, meta):

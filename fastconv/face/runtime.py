@@ -16,7 +16,28 @@ from .engine_models import UnsupportedModel, build_engine_model
 from .model_file import ModelFileError, load_model_file
 from .preprocess import Preprocess, decode_images, load_image, normalize_images
 
-__all__ = ["FaceModel", "load_model", "ModelFileError"]
+__all__ = ["FaceModel", "load_model", "embed_images", "ModelFileError"]
+
+
+def embed_images(forward, images_uint8, dtype=np.float32, batch_size=64, flip=True):
+    """uint8 (N, 3, S, S) -> (N, D) L2-normalised embeddings in ``dtype``; ``forward``: (B,3,S,S) -> (B,D).
+
+    With ``flip``: ``normalise(f(x) + f(x[..., ::-1]))``, as ``fastconv.face.evaluate.embed``.
+    """
+    if not isinstance(images_uint8, np.ndarray) or images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
+        raise TypeError(f"images must be a uint8 ndarray (N, 3, S, S), got "
+                        f"{getattr(images_uint8, 'dtype', type(images_uint8).__name__)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    chunks = []
+    for start in range(0, images_uint8.shape[0], batch_size):
+        x = normalize_images(np.asarray(images_uint8[start:start + batch_size]), dtype)
+        e = forward(x)
+        if flip:
+            e = e + forward(np.ascontiguousarray(x[..., ::-1]))
+        norm = np.sqrt((e * e).sum(axis=1, keepdims=True))
+        chunks.append(e / np.maximum(norm, e.dtype.type(1e-12)))
+    return np.concatenate(chunks) if chunks else None
 
 
 class FaceModel:
@@ -38,26 +59,9 @@ class FaceModel:
             return self.net(x)
 
     def embed(self, images_uint8, batch_size=64, flip=True):
-        """uint8 (N, 3, S, S) -> (N, D) embeddings in ``dtype``, L2-normalised.
-
-        With ``flip``: ``normalise(model(x) + model(x[..., ::-1]))``, as ``fastconv.face.evaluate.embed``.
-        """
-        if not isinstance(images_uint8, np.ndarray) or images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
-            raise TypeError(f"images must be a uint8 ndarray (N, 3, S, S), got "
-                            f"{getattr(images_uint8, 'dtype', type(images_uint8).__name__)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        chunks = []
-        for start in range(0, images_uint8.shape[0], batch_size):
-            x = normalize_images(np.asarray(images_uint8[start:start + batch_size]), self.dtype)
-            e = self._forward(x)
-            if flip:
-                e = e + self._forward(np.ascontiguousarray(x[..., ::-1]))
-            norm = np.sqrt((e * e).sum(axis=1, keepdims=True))
-            chunks.append(e / np.maximum(norm, e.dtype.type(1e-12)))
-        if not chunks:
-            return np.zeros((0, self.embedding_size), self.dtype)
-        return np.concatenate(chunks)
+        """uint8 (N, 3, S, S) -> (N, D) embeddings in ``dtype``, L2-normalised (flip TTA by default)."""
+        e = embed_images(self._forward, images_uint8, self.dtype, batch_size, flip)
+        return np.zeros((0, self.embedding_size), self.dtype) if e is None else e
 
     def embed_files(self, paths, batch_size=64, flip=True, root=""):
         """-> (embeddings (M, D), kept int64 (M,) indices into ``paths``, skipped [(path, reason)])."""
