@@ -1,7 +1,8 @@
 """Torch-free subcommands of ``fastconv face``: ``convert``, and ``verify`` / ``embed`` with ``--model``.
 
 ``verify`` and ``embed`` given ``--model model.npz`` run here on fastconv's engine (no torch
-import); given ``-c best.pt`` they stay in ``cli_eval`` on torch. ``convert`` needs torch.
+import); given ``-c best.pt`` they stay in ``cli_eval`` on torch. ``convert`` needs torch. Bad
+input raises (ValueError, OSError); ``cli.run_command`` turns it into one ``error:`` line, exit 2.
 """
 import os
 import sys
@@ -32,20 +33,10 @@ def add_model_option(group, p):
                         "threads can collapse, see the README's Threads section)")
 
 
-def _fail(msg):
-    from .cli_eval import _fail as fail
-
-    return fail(msg)
-
-
 def cmd_convert(args):
     from .converter import convert_checkpoint
-    from .engine_models import UnsupportedModel
 
-    try:
-        meta, diff = convert_checkpoint(args.checkpoint, args.out)
-    except (ValueError, TypeError, OSError, KeyError, RuntimeError, UnsupportedModel) as exc:
-        return _fail(exc)
+    meta, diff = convert_checkpoint(args.checkpoint, args.out)
     thr = meta["threshold"]
     print(f"wrote {args.out}: {meta['model_name']} ({meta['input_size']} px, {meta['embedding_size']}-d), "
           f"threshold {'none' if thr is None else f'{thr:.4f}'}; max |torch - fastconv| on a random batch "
@@ -72,11 +63,8 @@ def verify_with_model(args):
 
     from .preprocess import load_image
 
-    try:
-        model = _load(args)
-        images = np.stack([load_image(args.image_a, model.preprocess), load_image(args.image_b, model.preprocess)])
-    except (ValueError, TypeError, OSError) as exc:
-        return _fail(exc)
+    model = _load(args)
+    images = np.stack([load_image(args.image_a, model.preprocess), load_image(args.image_b, model.preprocess)])
     e = model.embed(images, flip=not args.no_flip)
     score = float(e[0].astype(np.float64) @ e[1].astype(np.float64))
     if args.threshold is not None:
@@ -94,32 +82,31 @@ def embed_with_model(args):
     """``fastconv face embed DIR --model model.npz -o emb.npy``: the same files as the torch path."""
     import numpy as np
 
-    from ..atomic import atomic_write, write_json
+    from ..atomic import PRIVATE, atomic_write, check_writable, write_json
+    from .cli_eval import _positive_batch
     from .preprocess import decode_images, list_images
 
     out = args.out if args.out.endswith(".npy") else args.out + ".npy"
     sidecar = out[:-4] + ".json"
-    try:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        relpaths = list_images(args.directory)
-        if not relpaths:
-            raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
-        model = _load(args)
-    except (ValueError, TypeError, OSError) as exc:
-        return _fail(exc)
+    _positive_batch(args)
+    check_writable(out)
+    check_writable(sidecar)
+    relpaths = list_images(args.directory)
+    if not relpaths:
+        raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
+    model = _load(args)
     images, kept, skipped = decode_images(args.directory, relpaths, model.preprocess, progress=False)
     if skipped:
         print(f"skipped {len(skipped)} unreadable images (listed in {sidecar})", file=sys.stderr)
     if not len(kept):
-        return _fail(f"none of the {len(relpaths)} images under {args.directory} could be read")
+        raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read")
     emb = model.embed(images, batch_size=min(args.batch_size, 64), flip=not args.no_flip).astype(np.float32)
-    atomic_write(out, lambda fh: np.save(fh, emb))
+    atomic_write(out, lambda fh: np.save(fh, emb), mode=PRIVATE)
     write_json(sidecar, {
         "root": os.path.abspath(args.directory), "paths": [relpaths[i] for i in kept],
         "skipped": [{"path": p, "reason": r} for p, r in skipped], "shape": list(emb.shape),
         "model": os.fspath(args.model), "preprocess": model.preprocess.to_dict(), "flip": not args.no_flip,
         "engine": "fastconv",
-    })
+    }, mode=PRIVATE)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")
     return 0

@@ -78,12 +78,13 @@ def convert_checkpoint(checkpoint, out, atol=1e-3):
     from .checkpoint import load_for_inference
     from .model_file import describe_model, save_model_file
 
-    torch_model, meta = load_for_inference(checkpoint)
+    opened = load_for_inference(checkpoint)
+    torch_model, meta = opened.model, opened.meta
     name, kwargs = meta["model_name"], dict(meta.get("model_kwargs", {}))
     net = convert(torch_model, np.float32, name, kwargs)
     diff = parity(torch_model, net)
     if not diff <= atol:
         raise RuntimeError(f"conversion check failed: max |torch - fastconv| = {diff:.3g} > {atol:g}")
-    description = describe_model(name, kwargs, meta["embedding_size"], meta["preprocess"], meta.get("threshold"),
+    description = describe_model(name, kwargs, meta["embedding_size"], opened.preprocess.to_dict(), opened.threshold,
                                  meta.get("threshold_source") or "checkpoint (chosen on its validation pairs)")
     return save_model_file(out, torch_state(torch_model), description), diff

@@ -247,7 +247,7 @@ def train_engine(cfg, out_dir, data=None, progress=True, log=print):
         fc.set_num_threads(cfg["threads"])
     fc.manual_seed(cfg["seed"])
     if data is None:
-        from .train import prepare_data
+        from .prepare import prepare_data
 
         data = prepare_data(cfg, progress=progress)
     images, labels = data["images"], data["labels"]

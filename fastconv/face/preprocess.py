@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from ..images import CANONICAL, centre_crop_resize
+from .progress import progress_bar
 
-__all__ = ["Preprocess", "PRESETS", "CANONICAL", "UnreadableImage", "load_image", "IMAGE_EXTENSIONS",
+__all__ = ["Preprocess", "CANONICAL", "UnreadableImage", "load_image", "IMAGE_EXTENSIONS",
            "list_images", "decode_images", "normalize_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -64,12 +65,6 @@ class Preprocess:
         return cls(**d)
 
 
-PRESETS = {
-    "112": Preprocess(size=112, crop=150),
-    "64": Preprocess(size=64, crop=150),
-}
-
-
 class UnreadableImage(ValueError):
     """An image file that is missing, corrupt or not an image."""
 
@@ -95,10 +90,9 @@ def load_image(path, pre: Preprocess) -> np.ndarray:
     if not os.path.isfile(path):
         raise UnreadableImage(path, "missing file")
     try:
-        im = _decode(path)
-    except Exception as exc:  # PIL raises many types for corrupt data
+        arr = np.asarray(centre_crop_resize(_decode(path), pre.crop, pre.size), dtype=np.uint8)  # (S, S, 3)
+    except Exception as exc:  # PIL raises many types for corrupt data (also while resizing a lazy image)
         raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from None
-    arr = np.asarray(centre_crop_resize(im, pre.crop, pre.size), dtype=np.uint8)  # (S, S, 3)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
@@ -122,7 +116,6 @@ def list_images(root) -> list[str]:
     return sorted(out)
 
 
-
 def _resolve(root, rel):
     return rel if os.path.isabs(rel) else os.path.join(root, rel)
 
@@ -142,21 +135,15 @@ def decode_images(root, relpaths, pre: Preprocess, progress=True, workers=2):
         except UnreadableImage as exc:
             return i, exc.reason
 
-    bar = None
-    if progress and n:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=f"decoding {n} images", unit="img", leave=False)
+    bar = progress_bar(n, f"decoding {n} images", unit="img", enabled=bool(progress and n))
     with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
         for i, reason in pool.map(work, range(n), chunksize=64):
             if reason is None:
                 ok[i] = True
             else:
                 skipped.append((relpaths[i], reason))
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     kept = np.flatnonzero(ok).astype(np.int64)
     images = out if kept.size == n else out[kept]
     return images, kept, skipped

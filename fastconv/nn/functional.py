@@ -6,8 +6,8 @@
 """
 import numpy as np
 
-from .._validate import check_grad_shape
-from .linear import check_input
+from .._validate import check_grad_shape, check_input
+
 
 
 def _norm(x, dim):

@@ -5,8 +5,8 @@ Backward: dx = dy / (H W), broadcast over the window (the whole map).
 """
 import numpy as np
 
-from .._validate import check_grad_shape
-from .linear import check_input
+from .._validate import check_grad_shape, check_input
+
 from .module import CachedModule
 
 

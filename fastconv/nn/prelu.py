@@ -1,8 +1,8 @@
 """PReLU: ``y = x`` where ``x > 0``, else ``a x``, with one slope ``a`` or one per channel (axis 1)."""
 import numpy as np
 
-from .._validate import check_grad_shape, same_dtype
-from .linear import check_input
+from .._validate import check_grad_shape, check_input, same_dtype
+
 from .module import CachedModule, Parameter
 
 

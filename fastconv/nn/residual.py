@@ -10,8 +10,8 @@ keys) register their layers under those names and override :meth:`branches`.
 """
 import numpy as np
 
-from .._validate import check_grad_shape
-from .linear import Identity, check_input
+from .._validate import check_grad_shape, check_input
+from .linear import Identity
 from .module import CachedModule, Module, Sequential
 
 

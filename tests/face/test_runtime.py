@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 import torch
 
 import fastconv as fc
@@ -19,11 +20,17 @@ from fastconv.face.engine_models import UnsupportedModel, build_engine_model
 from fastconv.face.model_file import FORMAT_VERSION, ModelFileError, load_model_file
 from fastconv.face.runtime import load_model
 
-fc.set_num_threads(1)  # BLAS threads beside torch's collapse on a busy machine
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "engine"))
 from engine_helpers import BACKENDS, assert_close  # noqa: E402
 from face_synth import calibrated_model  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """BLAS threads beside torch's on a busy 2-core machine collapse; the engine's GEMMs get one."""
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 # every iresnet family member, shrunk (width, input) so a forward takes milliseconds; the deep ones
 # repeat the blocks of the shallow ones, so only BACKBONES runs under every backend

@@ -11,15 +11,21 @@ import sys
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 import torch
 
-import fastconv as fc
 
 from fastconv.face.converter import convert_checkpoint
 
-fc.set_num_threads(1)  # BLAS threads beside torch's collapse on a busy machine
 sys.path.insert(0, os.path.dirname(__file__))
 from face_synth import calibrated_model  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """BLAS threads beside torch's on a busy 2-core machine collapse; the engine's GEMMs get one."""
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 pytestmark = pytest.mark.lfw
 N_IMAGES = 200
