@@ -71,7 +71,7 @@ class IBasicBlock(nn.Residual):
             self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False, dtype=dtype),
                                             nn.BatchNorm2d(cout, eps=1e-5, dtype=dtype))
         _hold(self, "_main", chain(self.bn1, self.conv1, self.bn2, self.prelu, self.conv2, self.bn3, self.se))
-        _hold(self, "_shortcut", self.downsample if self.downsample is not None else nn.Identity())
+        _hold(self, "_shortcut", self.downsample)  # None: the identity
 
     def branches(self):
         return self._main, self._shortcut
@@ -136,9 +136,9 @@ def _iresnet(layers, **defaults):
 
 def _efficientnet(embedding_size=512, dtype=np.float64, **kw):
     raise UnsupportedModel(
-        "efficientnet_b0 does not convert to the fastconv engine: its depthwise convolutions and "
-        "torchvision MBConv blocks have no fastconv twin yet; deploy it with `fastconv face export-onnx` "
-        "or use an iresnet backbone")
+        "efficientnet_b0 does not convert to the fastconv engine yet: the engine has its depthwise "
+        "convolutions (Conv2d groups=C), SiLU and squeeze-excitation, but no twin of torchvision's MBConv "
+        "blocks and stochastic depth; deploy it with `fastconv face export-onnx` or use an iresnet backbone")
 
 
 ENGINE_MODELS = {

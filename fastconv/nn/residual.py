@@ -11,7 +11,6 @@ keys) register their layers under those names and override :meth:`branches`.
 import numpy as np
 
 from .._validate import check_grad_shape, check_input
-from .linear import Identity
 from .module import CachedModule, Module, Sequential
 
 
@@ -31,22 +30,22 @@ def sum_to_shape(a, shape):
 
 
 class Residual(Module):
-    """y = main(x) + shortcut(x) (shortcut defaults to Identity); both outputs must share a shape."""
+    """y = main(x) + shortcut(x), or main(x) + x when ``shortcut`` is None; both terms share a shape."""
 
     def __init__(self, main, shortcut=None):
         super().__init__()
         if not isinstance(main, Module) or not (shortcut is None or isinstance(shortcut, Module)):
             raise TypeError("Residual takes Modules for main and shortcut")
         self.main = main
-        self.shortcut = Identity() if shortcut is None else shortcut
+        self.shortcut = shortcut
 
     def branches(self):
-        """``(main, shortcut)`` modules."""
+        """``(main, shortcut)``: modules, the shortcut None for the identity."""
         return self.main, self.shortcut
 
     def forward(self, x):
         main, shortcut = self.branches()
-        y, s = main(x), shortcut(x)
+        y, s = main(x), (x if shortcut is None else shortcut(x))
         if y.shape != s.shape:
             raise ValueError(f"{type(self).__name__}: main branch gives shape {y.shape} but the shortcut "
                              f"gives {s.shape}; they must match to be summed")
@@ -54,7 +53,7 @@ class Residual(Module):
 
     def backward(self, dy):
         main, shortcut = self.branches()
-        return main.backward(dy) + shortcut.backward(dy)
+        return main.backward(dy) + (dy if shortcut is None else shortcut.backward(dy))
 
 
 class Gate(CachedModule):
