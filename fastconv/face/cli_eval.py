@@ -204,22 +204,12 @@ def cmd_embed(args) -> int:
         from .cli_runtime import embed_with_model
 
         return embed_with_model(args)
-    import numpy as np
-
-    from ..atomic import PRIVATE, atomic_write, check_writable, write_json
-    from .data import decode_images, list_images
+    from .data import decode_images
     from .device import resolve_device
     from .evaluate import embed
 
-    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
-    sidecar = out[:-4] + ".json"
-    _positive_batch(args)
-    check_writable(out)
-    check_writable(sidecar)
+    out, sidecar, relpaths = embed_targets(args)
     device = resolve_device(args.device)
-    relpaths = list_images(args.directory)
-    if not relpaths:
-        raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
     model, _, pre, _ = _open_checkpoint(args.checkpoint, device)
     images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True)
     if skipped:
@@ -227,16 +217,36 @@ def cmd_embed(args) -> int:
     if not len(kept):
         raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read")
     emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
+    return write_embeddings(args, out, sidecar, emb, [relpaths[i] for i in kept], skipped, pre,
+                            checkpoint=os.fspath(args.checkpoint))
+
+
+def embed_targets(args):
+    """``embed``'s checks before any model loads -> (out .npy, sidecar .json, image relpaths)."""
+    from ..atomic import check_writable
+    from .preprocess import list_images
+
+    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
+    sidecar = out[:-4] + ".json"
+    _positive_batch(args)
+    check_writable(out)
+    check_writable(sidecar)
+    relpaths = list_images(args.directory)
+    if not relpaths:
+        raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
+    return out, sidecar, relpaths
+
+
+def write_embeddings(args, out, sidecar, emb, paths, skipped, pre, **source):
+    """Write ``emb`` (N, D) to ``out`` and the sidecar JSON (paths in row order, skipped files, settings)."""
+    import numpy as np
+
+    from ..atomic import PRIVATE, atomic_write, write_json
+
     atomic_write(out, lambda fh: np.save(fh, emb), mode=PRIVATE)
-    info = {
-        "root": os.path.abspath(args.directory),
-        "paths": [relpaths[i] for i in kept],
-        "skipped": [{"path": p, "reason": r} for p, r in skipped],
-        "shape": list(emb.shape),
-        "checkpoint": os.fspath(args.checkpoint),
-        "preprocess": pre.to_dict(),
-        "flip": not args.no_flip,
-    }
+    info = {"root": os.path.abspath(args.directory), "paths": paths,
+            "skipped": [{"path": p, "reason": r} for p, r in skipped], "shape": list(emb.shape),
+            **source, "preprocess": pre.to_dict(), "flip": not args.no_flip}
     write_json(sidecar, info, mode=PRIVATE)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")
     return 0

@@ -82,18 +82,10 @@ def embed_with_model(args):
     """``fastconv face embed DIR --model model.npz -o emb.npy``: the same files as the torch path."""
     import numpy as np
 
-    from ..atomic import PRIVATE, atomic_write, check_writable, write_json
-    from .cli_eval import _positive_batch
-    from .preprocess import decode_images, list_images
+    from .cli_eval import embed_targets, write_embeddings
+    from .preprocess import decode_images
 
-    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
-    sidecar = out[:-4] + ".json"
-    _positive_batch(args)
-    check_writable(out)
-    check_writable(sidecar)
-    relpaths = list_images(args.directory)
-    if not relpaths:
-        raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
+    out, sidecar, relpaths = embed_targets(args)
     model = _load(args)
     images, kept, skipped = decode_images(args.directory, relpaths, model.preprocess, progress=False)
     if skipped:
@@ -101,12 +93,5 @@ def embed_with_model(args):
     if not len(kept):
         raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read")
     emb = model.embed(images, batch_size=min(args.batch_size, 64), flip=not args.no_flip).astype(np.float32)
-    atomic_write(out, lambda fh: np.save(fh, emb), mode=PRIVATE)
-    write_json(sidecar, {
-        "root": os.path.abspath(args.directory), "paths": [relpaths[i] for i in kept],
-        "skipped": [{"path": p, "reason": r} for p, r in skipped], "shape": list(emb.shape),
-        "model": os.fspath(args.model), "preprocess": model.preprocess.to_dict(), "flip": not args.no_flip,
-        "engine": "fastconv",
-    }, mode=PRIVATE)
-    print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")
-    return 0
+    return write_embeddings(args, out, sidecar, emb, [relpaths[i] for i in kept], skipped, model.preprocess,
+                            model=os.fspath(args.model), engine="fastconv")

@@ -7,7 +7,8 @@ two engines agree on a random batch before writing.
 """
 import numpy as np
 
-from .engine_models import LAYERS, UnsupportedModel, _channels, build_engine_model
+from .backbone_spec import LAYERS, stage_channels
+from .engine_models import UnsupportedModel, build_engine_model
 
 __all__ = ["convert", "describe", "torch_state", "convert_checkpoint"]
 
@@ -30,7 +31,7 @@ def describe(torch_model):
     stem = torch_model.conv1.out_channels
     width = stem / 64
     chans = tuple(getattr(torch_model, f"layer{i}")[0].conv1.out_channels for i in range(1, 5))
-    if tuple(_channels(width, b) for b in (64, 128, 256, 512)) != chans:
+    if tuple(stage_channels(width)) != chans:
         raise UnsupportedModel(f"cannot infer the width multiplier of stage channels {chans}")
     has_dropblock = not all(type(b.dropblock).__name__ == "Identity"
                             for i in range(1, 5) for b in getattr(torch_model, f"layer{i}"))

@@ -12,20 +12,13 @@ import numpy as np
 
 from .. import nn
 from ..nn.residual import chain
+from .backbone_spec import IRESNET_VARIANTS, check_iresnet_options, feature_side, stage_channels
 
 __all__ = ["build_engine_model", "ENGINE_MODELS", "UnsupportedModel"]
-
-LAYERS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3), "iresnet50": (3, 4, 14, 3)}
-BASE_WIDTHS = (64, 128, 256, 512)
 
 
 class UnsupportedModel(ValueError):
     """A backbone (or option) the fastconv engine cannot run; the message says why."""
-
-
-def _channels(width, base):
-    """Channels of a stage for a width multiplier, at least 8 and a multiple of 8 (as the torch model)."""
-    return max(8, int(round(base * width / 8)) * 8)
 
 
 def _hold(module, name, value):
@@ -85,15 +78,10 @@ class IResNet(nn.Module):
     def __init__(self, layers, embedding_size=512, input_size=112, width=1.0, se=False, dropout=0.0,
                  dropblock=0.0, dropblock_size=3, stem_stride=1, dtype=np.float64):
         super().__init__()
-        if not isinstance(input_size, int) or input_size < 16:
-            raise ValueError(f"input_size must be an int >= 16, got {input_size!r}")
-        if stem_stride not in (1, 2):
-            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
-        if width <= 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
+        check_iresnet_options(input_size, stem_stride, width)
         self.input_size = input_size
         self.dropblock = float(dropblock)  # DropBlock is the identity at inference; training refuses it
-        chans = [_channels(width, b) for b in BASE_WIDTHS]
+        chans = stage_channels(width)
         self.conv1 = nn.Conv2d(3, chans[0], 3, stem_stride, 1, bias=False, dtype=dtype)
         self.bn1 = nn.BatchNorm2d(chans[0], eps=1e-5, dtype=dtype)
         self.prelu = nn.PReLU(chans[0], dtype=dtype)
@@ -105,10 +93,7 @@ class IResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        side = input_size
-        for _ in range(4 + (stem_stride == 2)):
-            side = (side + 1) // 2
-        self.feature_side = side
+        self.feature_side = side = feature_side(input_size, stem_stride)
         self.bn2 = nn.BatchNorm2d(cin, eps=1e-5, dtype=dtype)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(cin * side * side, embedding_size, dtype=dtype)
@@ -141,15 +126,8 @@ def _efficientnet(embedding_size=512, dtype=np.float64, **kw):
         "blocks and stochastic depth; deploy it with `fastconv face export-onnx` or use an iresnet backbone")
 
 
-ENGINE_MODELS = {
-    "iresnet18": _iresnet(LAYERS["iresnet18"]),
-    "iresnet34": _iresnet(LAYERS["iresnet34"]),
-    "iresnet50": _iresnet(LAYERS["iresnet50"]),
-    "se_iresnet18": _iresnet(LAYERS["iresnet18"], se=True),
-    "se_iresnet50": _iresnet(LAYERS["iresnet50"], se=True),
-    "iresnet_small": _iresnet(LAYERS["iresnet18"], width=0.5, stem_stride=2, input_size=64),
-    "efficientnet_b0": _efficientnet,
-}
+ENGINE_MODELS = {name: _iresnet(layers, **defaults) for name, (layers, defaults) in IRESNET_VARIANTS.items()}
+ENGINE_MODELS["efficientnet_b0"] = _efficientnet
 
 
 def build_engine_model(name, embedding_size=512, dtype=np.float64, **kw):

@@ -21,6 +21,7 @@ from .. import nn, optim
 from .engine_heads import build_engine_head
 from .engine_models import build_engine_model
 from .runtime import embed_images
+from .schedule import lr_factor
 
 __all__ = ["param_groups", "StageOptimizer", "clip_grad_norm", "train_step", "augment_batch", "cutmix",
            "check_engine_config", "train_engine"]
@@ -80,14 +81,6 @@ def train_step(backbone, head, x, target, opt, clip=0.0):
         clip_grad_norm(opt.params, clip)
     opt.step()
     return loss, emb
-
-
-def lr_factor(step, total, warmup, min_ratio=0.0):
-    """Linear warm-up over ``warmup`` steps then cosine decay to ``min_ratio`` at ``total`` (as the torch trainer)."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 # ----------------------------------------------------------------------------- augmentation (NumPy)

@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -23,16 +22,10 @@ from fastconv.face.engine_heads import CombinedMarginHead, SoftmaxHead
 from fastconv.face.engine_train import StageOptimizer, lr_factor, param_groups, train_step
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "engine"))
-from engine_helpers import BACKENDS, assert_close  # noqa: E402
+from engine_helpers import BACKENDS, assert_close  # noqa: E402  (tests/face/conftest.py adds the path)
 from face_synth import calibrated_model  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """BLAS threads beside torch's on a busy 2-core machine collapse; the engine's GEMMs get one."""
-    with threadpool_limits(1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 REL = 1e-9
 

@@ -10,7 +10,6 @@ import zipfile
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 import torch
 
 import fastconv as fc
@@ -21,28 +20,16 @@ from fastconv.face.model_file import FORMAT_VERSION, ModelFileError, load_model_
 from fastconv.face.runtime import load_model
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "engine"))
-from engine_helpers import BACKENDS, assert_close  # noqa: E402
+from engine_helpers import assert_close  # noqa: E402  (tests/face/conftest.py adds the path)
 from face_synth import calibrated_model  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """BLAS threads beside torch's on a busy 2-core machine collapse; the engine's GEMMs get one."""
-    with threadpool_limits(1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 # every iresnet family member, shrunk (width, input) so a forward takes milliseconds; the deep ones
 # repeat the blocks of the shallow ones, so only BACKBONES runs under every backend
 BACKBONES = [("iresnet_small", {}), ("iresnet18", dict(input_size=32, width=0.25)),
              ("se_iresnet18", dict(input_size=32, width=0.25)), ("iresnet50", dict(input_size=16, width=0.125))]
 DEEP = [("iresnet34", dict(input_size=16, width=0.125)), ("se_iresnet50", dict(input_size=16, width=0.125))]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    with fc.use_backend(request.param):
-        yield request.param
 
 
 def _batch(model, n=3, seed=0):

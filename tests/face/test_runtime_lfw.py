@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 import torch
 
 
@@ -20,14 +19,7 @@ from fastconv.face.converter import convert_checkpoint
 sys.path.insert(0, os.path.dirname(__file__))
 from face_synth import calibrated_model  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """BLAS threads beside torch's on a busy 2-core machine collapse; the engine's GEMMs get one."""
-    with threadpool_limits(1, user_api="blas"):
-        yield
-
-pytestmark = pytest.mark.lfw
+pytestmark = [pytest.mark.lfw, pytest.mark.usefixtures("one_blas_thread")]
 N_IMAGES = 200
 
 
