@@ -6,7 +6,7 @@
 """
 import numpy as np
 
-from .._validate import check_grad_shape, check_input
+from .._validate import check_grad, check_input
 
 
 
@@ -25,7 +25,7 @@ def normalize(x, dim=1, eps=1e-12):
 def normalize_backward(dy, x, dim=1, eps=1e-12):
     """dL/dx of :func:`normalize` for the upstream gradient ``dy`` (shape of x)."""
     x = check_input(x, "normalize")
-    check_grad_shape(dy, x.shape)
+    check_grad(dy, x.shape, x.dtype)
     norm = _norm(x, dim)
     r = np.maximum(norm, x.dtype.type(eps))
     y = x / r

@@ -5,7 +5,7 @@ Backward: dx = dy / (H W), broadcast over the window (the whole map).
 """
 import numpy as np
 
-from .._validate import check_grad_shape, check_input
+from .._validate import check_grad, check_input
 
 from .module import CachedModule
 
@@ -19,12 +19,12 @@ class GlobalAvgPool2d(CachedModule):
             raise ValueError(f"{type(self).__name__} expects (N, C, H, W), got shape {x.shape}")
         if 0 in x.shape:
             raise ValueError(f"{type(self).__name__} input must not be empty, got shape {x.shape}")
-        self._remember(x.shape)
+        self._remember((x.shape, x.dtype))
         return x.mean(axis=(2, 3), keepdims=True)
 
     def backward(self, dy):
-        shape = self._recall()
-        check_grad_shape(dy, shape[:2] + (1, 1))
+        shape, dtype = self._recall()
+        check_grad(dy, shape[:2] + (1, 1), dtype)
         scale = dy.dtype.type(1.0 / (shape[2] * shape[3]))
         return np.broadcast_to(dy * scale, shape).copy()
 

@@ -1,7 +1,7 @@
 """PReLU: ``y = x`` where ``x > 0``, else ``a x``, with one slope ``a`` or one per channel (axis 1)."""
 import numpy as np
 
-from .._validate import check_grad_shape, check_input, same_dtype
+from .._validate import check_grad, check_input, same_dtype
 
 from .module import CachedModule, Parameter
 
@@ -38,7 +38,7 @@ class PReLU(CachedModule):
 
     def backward(self, dy):
         x, positive, a = self._recall()
-        check_grad_shape(dy, x.shape)
+        check_grad(dy, x.shape, x.dtype)
         negative_part = np.where(positive, 0, x * dy)
         if self.num_parameters == 1:
             self.weight.grad += negative_part.sum()

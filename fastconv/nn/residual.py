@@ -10,7 +10,7 @@ keys) register their layers under those names and override :meth:`branches`.
 """
 import numpy as np
 
-from .._validate import check_grad_shape, check_input
+from .._validate import check_grad, check_input
 from .module import CachedModule, Module, Sequential
 
 
@@ -85,6 +85,6 @@ class Gate(CachedModule):
 
     def backward(self, dy):
         x, g = self._recall()
-        check_grad_shape(dy, x.shape)
+        check_grad(dy, x.shape, x.dtype)
         (gate,) = self.branches()
         return dy * g + gate.backward(sum_to_shape(dy * x, g.shape))
