@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import fastconv as fc
 from engine_helpers import DTYPE_IDS, DTYPES, LAYOUTS, check_layer_vs_torch, fuzz, geometry, param
+from test_parity import build_conv as build  # the conv builder of the parity suite, groups passed through
 
 torch = pytest.importorskip("torch")
 
@@ -37,18 +38,6 @@ def grouped_spec(draw, layer):
     if kind == "tconv":
         spec["output_padding"] = param(axes, "op", nd)
     return spec
-
-
-def build(spec, dtype):
-    kw = dict(stride=spec["stride"], padding=spec["padding"], dilation=spec["dilation"], bias=spec["bias"],
-              groups=spec["groups"])
-    if "output_padding" in spec:
-        kw["output_padding"] = spec["output_padding"]
-    fc.manual_seed(spec["seed"])
-    fl = getattr(fc.nn, spec["layer"])(spec["cin"], spec["cout"], spec["kernel_size"], dtype=dtype, **kw)
-    tl = getattr(torch.nn, spec["layer"])(spec["cin"], spec["cout"], spec["kernel_size"], **kw)
-    x = np.random.default_rng(spec["seed"]).uniform(-1, 1, (spec["n"], spec["cin"]) + spec["size"])
-    return fl, tl, x
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
