@@ -27,7 +27,13 @@ def _positive_batch(args):
 
 
 def _add_common(p, checkpoint=True, scorer="auto"):
-    if checkpoint:
+    if checkpoint == "or-model":  # -c best.pt (torch) or --model model.npz (fastconv engine, no torch)
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--checkpoint", "-c", help="checkpoint written by `fastconv face train` (torch)")
+        from .cli_runtime import add_model_option
+
+        add_model_option(src, p)
+    elif checkpoint:
         p.add_argument("--checkpoint", "-c", required=True, help="checkpoint written by `fastconv face train`")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run the model (auto: cuda when available)")
@@ -42,6 +48,8 @@ def _add_common(p, checkpoint=True, scorer="auto"):
 def add_eval_commands(subparsers) -> None:
     """Add the ``eval``, ``verify``, ``embed``, ``fit-scorer`` and ``export-onnx`` subcommands."""
     from fastconv.paths import lfw_root
+
+    from .cli_runtime import add_convert_command
 
     # eval
     p = subparsers.add_parser(
@@ -84,8 +92,9 @@ def add_eval_commands(subparsers) -> None:
                     "exactly like training (crop and size from the checkpoint).")
     p.add_argument("image_a")
     p.add_argument("image_b")
-    _add_common(p)
-    p.add_argument("--threshold", type=float, default=None, help="threshold on the scorer's scale (overrides the checkpoint's)")
+    _add_common(p, "or-model")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="threshold on the scorer's scale (overrides the checkpoint's)")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.set_defaults(func=cmd_verify)
 
@@ -98,7 +107,7 @@ def add_eval_commands(subparsers) -> None:
                     "the back-end's features u = T (e - mean) (N, k) instead, and the sidecar holds "
                     "a, b, c of LLR(u, v) = sum a (u^2 + v^2) + b u v + c.")
     p.add_argument("directory")
-    _add_common(p, scorer="cosine")
+    _add_common(p, "or-model", scorer="cosine")
     p.add_argument("--out", "-o", required=True, help="output .npy file")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.set_defaults(func=cmd_embed)
@@ -126,6 +135,8 @@ def add_eval_commands(subparsers) -> None:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=cmd_export_onnx)
+
+    add_convert_command(subparsers)
 
 
 def _pairs_for(args):
@@ -163,6 +174,13 @@ def _scorer_for(args, meta, cosine_threshold):
                                           or "stored in the checkpoint (chosen on its validation pairs)")
     return scorer, scorer.threshold, ("a log-likelihood ratio stored with the checkpoint's PLDA back-end "
                                       "(chosen on its validation pairs)")
+
+
+def _cosine_only_for_model_files(args):
+    """A torch-free model.npz stores no PLDA back-end (yet): refuse ``--scorer plda`` with it."""
+    if args.scorer == "plda":
+        raise ValueError("--scorer plda needs a checkpoint (-c best.pt): a model.npz stores no PLDA back-end; "
+                         "use --scorer cosine with --model")
 
 
 def _jitter_arg(args):
@@ -217,6 +235,12 @@ def cmd_eval(args) -> int:
 def cmd_verify(args) -> int:
     import numpy as np
 
+    if args.model is not None:
+        from .cli_runtime import verify_with_model
+
+        _cosine_only_for_model_files(args)
+        return verify_with_model(args)
+
     from .data import load_image
     from .device import resolve_device
     from .evaluate import embed
@@ -235,7 +259,13 @@ def cmd_verify(args) -> int:
         thr, source = stored, stored_source
     else:
         thr, source = None, None
-    print(f"{'cosine score' if scorer.name == 'cosine' else 'PLDA log-likelihood ratio'}: {score:.4f}")
+    return print_verdict(score, thr, source,
+                         label="cosine score" if scorer.name == "cosine" else "PLDA log-likelihood ratio")
+
+
+def print_verdict(score, thr, source, label="cosine score") -> int:
+    """Print the score and, with a threshold, the same/different decision (verify's output)."""
+    print(f"{label}: {score:.6f}")
     if thr is None:
         print("no threshold: the checkpoint stores none; pass --threshold T to decide same/different")
         return 0
@@ -246,22 +276,19 @@ def cmd_verify(args) -> int:
 
 
 def cmd_embed(args) -> int:
+    if args.model is not None:
+        from .cli_runtime import embed_with_model
+
+        _cosine_only_for_model_files(args)
+        return embed_with_model(args)
     import numpy as np
 
-    from ..atomic import PRIVATE, atomic_write, check_writable, write_json
-    from .data import decode_images, list_images
+    from .data import decode_images
     from .device import resolve_device
     from .evaluate import embed
 
-    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
-    sidecar = out[:-4] + ".json"
-    _positive_batch(args)
-    check_writable(out)
-    check_writable(sidecar)
+    out, sidecar, relpaths = embed_targets(args)
     device = resolve_device(args.device)
-    relpaths = list_images(args.directory)
-    if not relpaths:
-        raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
     model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
     scorer = _scorer_for(args, meta, cos_thr)[0]
     images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True)
@@ -273,19 +300,44 @@ def cmd_embed(args) -> int:
     emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
     if scorer.name != "cosine":
         emb = scorer.transform(emb).astype(np.float32)
+    return write_embeddings(args, out, sidecar, emb, [relpaths[i] for i in kept], skipped, pre,
+                            checkpoint=os.fspath(args.checkpoint), scorer=_embed_scorer_info(scorer))
+
+
+def _embed_scorer_info(scorer):
+    """The sidecar's ``scorer`` entry: what the rows are and, for PLDA, how to score two of them."""
+    if scorer.name == "cosine":
+        return {"name": "cosine", "rows": "L2-normalised embeddings"}
+    return {"name": scorer.name, "rows": "u = T (e - mean)", "a": scorer.a.tolist(), "b": scorer.b.tolist(),
+            "c": scorer.c, "llr": "sum_i a_i (u_i^2 + v_i^2) + b_i u_i v_i + c", "threshold": scorer.threshold}
+
+
+def embed_targets(args):
+    """``embed``'s checks before any model loads -> (out .npy, sidecar .json, image relpaths)."""
+    from ..atomic import check_writable
+    from .preprocess import list_images
+
+    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
+    sidecar = out[:-4] + ".json"
+    _positive_batch(args)
+    check_writable(out)
+    check_writable(sidecar)
+    relpaths = list_images(args.directory)
+    if not relpaths:
+        raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
+    return out, sidecar, relpaths
+
+
+def write_embeddings(args, out, sidecar, emb, paths, skipped, pre, **source):
+    """Write ``emb`` (N, D) to ``out`` and the sidecar JSON (paths in row order, skipped files, settings)."""
+    import numpy as np
+
+    from ..atomic import PRIVATE, atomic_write, write_json
+
     atomic_write(out, lambda fh: np.save(fh, emb), mode=PRIVATE)
-    info = {
-        "root": os.path.abspath(args.directory),
-        "paths": [relpaths[i] for i in kept],
-        "skipped": [{"path": p, "reason": r} for p, r in skipped],
-        "shape": list(emb.shape),
-        "checkpoint": os.fspath(args.checkpoint),
-        "preprocess": pre.to_dict(),
-        "flip": not args.no_flip,
-        "scorer": {"name": "cosine", "rows": "L2-normalised embeddings"} if scorer.name == "cosine" else
-        {"name": scorer.name, "rows": "u = T (e - mean)", "a": scorer.a.tolist(), "b": scorer.b.tolist(),
-         "c": scorer.c, "llr": "sum_i a_i (u_i^2 + v_i^2) + b_i u_i v_i + c", "threshold": scorer.threshold},
-    }
+    info = {"root": os.path.abspath(args.directory), "paths": paths,
+            "skipped": [{"path": p, "reason": r} for p, r in skipped], "shape": list(emb.shape),
+            **source, "preprocess": pre.to_dict(), "flip": not args.no_flip}
     write_json(sidecar, info, mode=PRIVATE)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")
     return 0

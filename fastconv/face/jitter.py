@@ -66,7 +66,7 @@ def jitter_images(images, spec, seed):
     u = np.random.default_rng(seed).random((len(images), 4))
     out = np.empty_like(images)
     for i, img in enumerate(images):
-        out[i] = reframe(torch.from_numpy(img), *_draw(spec, u[i])).numpy()
+        out[i] = reframe(torch.from_numpy(np.array(img)), *_draw(spec, u[i])).numpy()  # writable copy
     return out
 
 
