@@ -1,0 +1,323 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython twins of the Winograd transforms of ``fastconv.winograd`` (docs/KERNELS.md).
+
+Same four functions and signatures as the reference. The tile loops are C (below), run
+``nogil`` under OpenMP (``prange``) over rows of tiles (one (n, c, tile-row) per task) or over
+output channels for the small filter transforms. Inside a task, tiles are processed
+``FC_LANES`` at a time with the tile index as the innermost (vectorised) loop, and the result
+of each of the a*a positions is stored as a contiguous run of tiles, so the GEMM operands
+come out in the (a*a, channels, tiles) layout BLAS reads. Zero matrix entries are skipped.
+
+Every index a loop computes is checked against the array shapes first (reads outside the
+image are the zero padding), so no argument can read or write out of bounds. Results equal
+the reference up to rounding (the order of the sums differs).
+"""
+import numpy as np
+
+cimport openmp
+from cython.parallel cimport prange
+
+NAME = "cython"
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from *:
+    """
+    #include <string.h>
+    #define FC_LANES 8
+    #define FC_AMAX 8
+    /* The tile loops are compiled twice, for AVX2 and for the baseline, and the loader picks
+       the one the CPU runs (gcc function multi-versioning); elsewhere the baseline only.
+       Short copies stay inline loops (gcc would turn them into memcpy/memmove calls). */
+    #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+    #define FC_SIMD __attribute__((target_clones("avx2", "default"),                  \
+                                   optimize("no-tree-loop-distribute-patterns")))
+    #else
+    #define FC_SIMD
+    #endif
+    /* FC_LANES tiles at once: one GCC vector per transform entry (the tile is the lane). */
+    typedef float fc_vf __attribute__((vector_size(FC_LANES * sizeof(float))));
+    typedef double fc_vd __attribute__((vector_size(FC_LANES * sizeof(double))));
+    /* One row of tiles of the tile transform V = L d L^T (L: a x r, row-major).
+       plane: one (H, W) image; the tile tj reads rows row0 + i and columns tj*m + col0 + j,
+       i, j < r (zero outside); out[(u*a + v)*xs + tj] receives V[u][v] of tile tj. */
+    #define FC_TILES_IN(NAME, T, VT)                                                      \
+    static inline __attribute__((always_inline)) void NAME##_body(                          \
+            const T* plane, Py_ssize_t H, Py_ssize_t W, const T* L, int a, int r, int m,    \
+            Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t tw, T* out, Py_ssize_t xs) {       \
+        VT d[FC_AMAX][FC_AMAX], t1[FC_AMAX][FC_AMAX];                                       \
+        T seg[FC_LANES * FC_AMAX + FC_AMAX];   /* one input row, zero-padded */             \
+        memset(d, 0, sizeof(d));                                                            \
+        for (Py_ssize_t tj0 = 0; tj0 < tw; tj0 += FC_LANES) {                               \
+            int nl = (tw - tj0 < FC_LANES) ? (int)(tw - tj0) : FC_LANES;                    \
+            Py_ssize_t cf0 = tj0 * m + col0, span = (Py_ssize_t)(nl - 1) * m + r;           \
+            Py_ssize_t k0 = cf0 < 0 ? (-cf0 < span ? -cf0 : span) : 0; /* valid: [k0, k1) */ \
+            Py_ssize_t k1 = W - cf0 < span ? W - cf0 : span;                                \
+            for (int i = 0; i < r; i++) {                                                   \
+                Py_ssize_t row = row0 + i;                                                  \
+                if (row < 0 || row >= H || k1 <= k0) {                                      \
+                    for (Py_ssize_t k = 0; k < span; k++) seg[k] = 0;                       \
+                } else {                                                                    \
+                    const T* src = plane + row * W + cf0;                                   \
+                    for (Py_ssize_t k = 0; k < k0; k++) seg[k] = 0;                         \
+                    for (Py_ssize_t k = k0; k < k1; k++) seg[k] = src[k];                   \
+                    for (Py_ssize_t k = k1; k < span; k++) seg[k] = 0;                      \
+                }                                                                           \
+                for (int j = 0; j < r; j++)                                                 \
+                    for (int l = 0; l < nl; l++) d[i][j][l] = seg[l * m + j];               \
+            }                                                                               \
+            for (int i = 0; i < r; i++)                                                     \
+                for (int v = 0; v < a; v++) {                                               \
+                    VT t = d[i][0] * L[v * r];                                              \
+                    for (int j = 1; j < r; j++) {                                           \
+                        T cf = L[v * r + j];                                                \
+                        if (cf != 0) t += d[i][j] * cf;                                     \
+                    }                                                                       \
+                    t1[i][v] = t;                                                           \
+                }                                                                           \
+            for (int u = 0; u < a; u++)                                                     \
+                for (int v = 0; v < a; v++) {                                               \
+                    VT acc = t1[0][v] * L[u * r];                                           \
+                    for (int i = 1; i < r; i++) {                                           \
+                        T cf = L[u * r + i];                                                \
+                        if (cf != 0) acc += t1[i][v] * cf;                                  \
+                    }                                                                       \
+                    T* o = out + (Py_ssize_t)(u * a + v) * xs + tj0;                        \
+                    if (nl == FC_LANES) memcpy(o, &acc, sizeof(VT));                        \
+                    else for (int l = 0; l < nl; l++) o[l] = acc[l];                        \
+                }                                                                           \
+        }                                                                                   \
+    }                                                                                       \
+    /* the sizes of F(2x2) and F(4x4) get their own fully unrolled copies */               \
+    FC_SIMD static void NAME(const T* plane, Py_ssize_t H, Py_ssize_t W, const T* L,        \
+                             int a, int r, int m, Py_ssize_t row0, Py_ssize_t col0,         \
+                             Py_ssize_t tw, T* out, Py_ssize_t xs) {                        \
+        if (a == 6 && r == 6 && m == 4)                                                     \
+            NAME##_body(plane, H, W, L, 6, 6, 4, row0, col0, tw, out, xs);                  \
+        else if (a == 6 && r == 4 && m == 4)                                                \
+            NAME##_body(plane, H, W, L, 6, 4, 4, row0, col0, tw, out, xs);                  \
+        else if (a == 4 && r == 4 && m == 2)                                                \
+            NAME##_body(plane, H, W, L, 4, 4, 2, row0, col0, tw, out, xs);                  \
+        else if (a == 4 && r == 2 && m == 2)                                                \
+            NAME##_body(plane, H, W, L, 4, 2, 2, row0, col0, tw, out, xs);                  \
+        else                                                                                \
+            NAME##_body(plane, H, W, L, a, r, m, row0, col0, tw, out, xs);                  \
+    }
+    /* One row of tiles of the output transform Y = R M R^T (R: m x a), cropped:
+       M[(u*a + v)*xs + tj] is position (u, v) of tile tj; tile tj writes rows row0 + i
+       (< oh) and columns tj*m + j (< ow) of the (oh, ow) plane y. */
+    #define FC_TILES_OUT(NAME, T, VT)                                                     \
+    static inline __attribute__((always_inline)) void NAME##_body(                          \
+            const T* M, Py_ssize_t xs, const T* R, int a, int m, Py_ssize_t tw, T* y,       \
+            Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t row0) {                                \
+        VT mv[FC_AMAX][FC_AMAX], t1[FC_AMAX][FC_AMAX];                                      \
+        T seg[FC_LANES * FC_AMAX];              /* one output row of the block */           \
+        memset(mv, 0, sizeof(mv));                                                          \
+        for (Py_ssize_t tj0 = 0; tj0 < tw; tj0 += FC_LANES) {                               \
+            int nl = (tw - tj0 < FC_LANES) ? (int)(tw - tj0) : FC_LANES;                    \
+            for (int u = 0; u < a; u++)                                                     \
+                for (int v = 0; v < a; v++) {                                               \
+                    const T* s = M + (Py_ssize_t)(u * a + v) * xs + tj0;                    \
+                    if (nl == FC_LANES) memcpy(&mv[u][v], s, sizeof(VT));                   \
+                    else for (int l = 0; l < nl; l++) mv[u][v][l] = s[l];                   \
+                }                                                                           \
+            for (int u = 0; u < a; u++)                                                     \
+                for (int j = 0; j < m; j++) {                                               \
+                    VT t = mv[u][0] * R[j * a];                                             \
+                    for (int v = 1; v < a; v++) {                                           \
+                        T cf = R[j * a + v];                                                \
+                        if (cf != 0) t += mv[u][v] * cf;                                    \
+                    }                                                                       \
+                    t1[u][j] = t;                                                           \
+                }                                                                           \
+            Py_ssize_t c0 = tj0 * m;                                                        \
+            Py_ssize_t n_out = ow - c0 < (Py_ssize_t)nl * m ? ow - c0 : (Py_ssize_t)nl * m; \
+            for (int i = 0; i < m; i++) {                                                   \
+                Py_ssize_t row = row0 + i;                                                  \
+                if (row >= oh) break;                                                       \
+                for (int j = 0; j < m; j++) {                                               \
+                    VT acc = t1[0][j] * R[i * a];                                           \
+                    for (int u = 1; u < a; u++) {                                           \
+                        T cf = R[i * a + u];                                                \
+                        if (cf != 0) acc += t1[u][j] * cf;                                  \
+                    }                                                                       \
+                    for (int l = 0; l < nl; l++) seg[l * m + j] = acc[l];                   \
+                }                                                                           \
+                T* dst = y + row * ow + c0;                                                 \
+                for (Py_ssize_t k = 0; k < n_out; k++) dst[k] = seg[k];                     \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    FC_SIMD static void NAME(const T* M, Py_ssize_t xs, const T* R, int a, int m,           \
+                             Py_ssize_t tw, T* y, Py_ssize_t oh, Py_ssize_t ow,             \
+                             Py_ssize_t row0) {                                             \
+        if (a == 6 && m == 4) NAME##_body(M, xs, R, 6, 4, tw, y, oh, ow, row0);             \
+        else if (a == 4 && m == 2) NAME##_body(M, xs, R, 4, 2, tw, y, oh, ow, row0);        \
+        else NAME##_body(M, xs, R, a, m, tw, y, oh, ow, row0);                              \
+    }
+    /* out[u*q + v] = sum_{i,j} P[u*p + i] P[v*p + j] g[i*gs + j] for one small matrix g:
+       P is (q, p); used for U = G g G^T (p = 3, q = a) and dW = G^T dU G (p = a, q = 3). */
+    #define FC_SANDWICH(NAME, T)                                                          \
+    static inline void NAME(const T* g, Py_ssize_t gs_row, Py_ssize_t gs_col, const T* P,   \
+                            int q, int p, T* out, Py_ssize_t os) {                          \
+        T t[FC_AMAX][FC_AMAX];                                                              \
+        for (int u = 0; u < q; u++)                                                         \
+            for (int j = 0; j < p; j++) {                                                   \
+                T acc = 0;                                                                  \
+                for (int i = 0; i < p; i++) acc += P[u * p + i] * g[i * gs_row + j * gs_col];\
+                t[u][j] = acc;                                                              \
+            }                                                                               \
+        for (int u = 0; u < q; u++)                                                         \
+            for (int v = 0; v < q; v++) {                                                   \
+                T acc = 0;                                                                  \
+                for (int j = 0; j < p; j++) acc += P[v * p + j] * t[u][j];                  \
+                out[(u * q + v) * os] = acc;                                                \
+            }                                                                               \
+    }
+    FC_TILES_IN(fc_tiles_in_f, float, fc_vf)
+    FC_TILES_IN(fc_tiles_in_d, double, fc_vd)
+    FC_TILES_OUT(fc_tiles_out_f, float, fc_vf)
+    FC_TILES_OUT(fc_tiles_out_d, double, fc_vd)
+    FC_SANDWICH(fc_sandwich_f, float)
+    FC_SANDWICH(fc_sandwich_d, double)
+    """
+    int FC_AMAX
+    void fc_tiles_in_f(const float* plane, Py_ssize_t H, Py_ssize_t W, const float* L, int a,
+                       int r, int m, Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t tw,
+                       float* out, Py_ssize_t xs) noexcept nogil
+    void fc_tiles_in_d(const double* plane, Py_ssize_t H, Py_ssize_t W, const double* L, int a,
+                       int r, int m, Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t tw,
+                       double* out, Py_ssize_t xs) noexcept nogil
+    void fc_tiles_out_f(const float* M, Py_ssize_t xs, const float* R, int a, int m,
+                        Py_ssize_t tw, float* y, Py_ssize_t oh, Py_ssize_t ow,
+                        Py_ssize_t row0) noexcept nogil
+    void fc_tiles_out_d(const double* M, Py_ssize_t xs, const double* R, int a, int m,
+                        Py_ssize_t tw, double* y, Py_ssize_t oh, Py_ssize_t ow,
+                        Py_ssize_t row0) noexcept nogil
+    void fc_sandwich_f(const float* g, Py_ssize_t gs_row, Py_ssize_t gs_col, const float* P,
+                       int q, int p, float* out, Py_ssize_t os) noexcept nogil
+    void fc_sandwich_d(const double* g, Py_ssize_t gs_row, Py_ssize_t gs_col, const double* P,
+                       int q, int p, double* out, Py_ssize_t os) noexcept nogil
+
+# Grain size: below this many elements touched a transform runs on one thread (starting the
+# OpenMP team costs more than the work), as ATen's parallel_for does.
+cdef Py_ssize_t _PARALLEL_MIN = 1 << 15
+
+
+def get_num_threads():
+    """Number of OpenMP threads a parallel transform would use now."""
+    return openmp.omp_get_max_threads()
+
+
+cdef inline int _threads(Py_ssize_t work) noexcept nogil:
+    if work < _PARALLEL_MIN:
+        return 1
+    return openmp.omp_get_max_threads()
+
+
+cdef _check_matrix(str name, Py_ssize_t rows, Py_ssize_t cols):
+    if rows < 1 or cols < 1 or rows > FC_AMAX or cols > FC_AMAX:
+        raise ValueError(f"{name} must be between 1x1 and {FC_AMAX}x{FC_AMAX}, got {rows}x{cols}")
+
+
+cdef _check_tiles(Py_ssize_t m, Py_ssize_t th, Py_ssize_t tw):
+    if m < 1 or th < 1 or tw < 1:
+        raise ValueError(f"m, th and tw must be >= 1, got m={m}, th={th}, tw={tw}")
+
+
+def winograd_tiles_in(const floating[:, :, :, ::1] x, const floating[:, ::1] L, Py_ssize_t m,
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw):
+    """x (N, C, H, W), L (a, r) -> V (a*a, C, N*th*tw); see fastconv.winograd.winograd_tiles_in."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t a = L.shape[0], r = L.shape[1]
+    _check_matrix("L", a, r)
+    _check_tiles(m, th, tw)
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((a * a, C, N * th * tw), dtype=dtype)
+    cdef floating[:, :, ::1] V = out
+    cdef Py_ssize_t T = N * th * tw, task, n, c, ti
+    if out.size == 0:
+        return out
+    for task in prange(N * C * th, nogil=True, schedule="static",
+                       num_threads=_threads(a * a * C * T)):
+        ti = task % th
+        c = (task // th) % C
+        n = task // (th * C)
+        if floating is float:
+            fc_tiles_in_f(&x[n, c, 0, 0], H, W, &L[0, 0], a, r, m, ti * m - ph, -pw, tw,
+                          &V[0, c, (n * th + ti) * tw], C * T)
+        else:
+            fc_tiles_in_d(&x[n, c, 0, 0], H, W, &L[0, 0], a, r, m, ti * m - ph, -pw, tw,
+                          &V[0, c, (n * th + ti) * tw], C * T)
+    return out
+
+
+def winograd_tiles_out(const floating[:, :, ::1] M, const floating[:, ::1] R, Py_ssize_t n,
+                       Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t th, Py_ssize_t tw):
+    """M (a*a, O, n*th*tw), R (m, a) -> y (n, O, oh, ow); see fastconv.winograd.winograd_tiles_out."""
+    cdef Py_ssize_t m = R.shape[0], a = R.shape[1], O = M.shape[1]
+    _check_matrix("R", m, a)
+    _check_tiles(m, th, tw)
+    if n < 1 or M.shape[0] != a * a or M.shape[2] != n * th * tw:
+        raise ValueError(f"M must have shape ({a * a}, O, {n * th * tw}) for n={n}, th={th}, "
+                         f"tw={tw}, got {tuple(M.shape)[:3]}")
+    if not ((th - 1) * m < oh <= th * m and (tw - 1) * m < ow <= tw * m):
+        raise ValueError(f"a {th}x{tw} grid of {m}x{m} tiles does not cover exactly an "
+                         f"{oh}x{ow} output")
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((n, O, oh, ow), dtype=dtype)
+    cdef floating[:, :, :, ::1] y = out
+    cdef Py_ssize_t T = n * th * tw, task, b, o, ti
+    for task in prange(n * O * th, nogil=True, schedule="static",
+                       num_threads=_threads(a * a * O * T)):
+        ti = task % th
+        o = (task // th) % O
+        b = task // (th * O)
+        if floating is float:
+            fc_tiles_out_f(&M[0, o, (b * th + ti) * tw], O * T, &R[0, 0], a, m, tw,
+                           &y[b, o, 0, 0], oh, ow, ti * m)
+        else:
+            fc_tiles_out_d(&M[0, o, (b * th + ti) * tw], O * T, &R[0, 0], a, m, tw,
+                           &y[b, o, 0, 0], oh, ow, ti * m)
+    return out
+
+
+def winograd_filter_in(const floating[:, :, :, ::1] w, const floating[:, ::1] G):
+    """w (O, C, r, r), G (a, r) -> U (a*a, O, C) with U = G g G^T per filter."""
+    cdef Py_ssize_t O = w.shape[0], C = w.shape[1], a = G.shape[0], r = G.shape[1]
+    _check_matrix("G", a, r)
+    if w.shape[2] != r or w.shape[3] != r:
+        raise ValueError(f"w must have {r}x{r} filters for a G with {r} columns, got "
+                         f"{w.shape[2]}x{w.shape[3]}")
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((a * a, O, C), dtype=dtype)
+    cdef floating[:, :, ::1] U = out
+    cdef Py_ssize_t o, c
+    for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C)):
+        for c in range(C):
+            if floating is float:
+                fc_sandwich_f(&w[o, c, 0, 0], r, 1, &G[0, 0], a, r, &U[0, o, c], O * C)
+            else:
+                fc_sandwich_d(&w[o, c, 0, 0], r, 1, &G[0, 0], a, r, &U[0, o, c], O * C)
+    return out
+
+
+def winograd_filter_out(const floating[:, :, ::1] dU, const floating[:, ::1] GT):
+    """dU (a*a, O, C), GT (r, a) -> dW (O, C, r, r) with dW = G^T dU G per filter."""
+    cdef Py_ssize_t r = GT.shape[0], a = GT.shape[1], O = dU.shape[1], C = dU.shape[2]
+    _check_matrix("GT", r, a)
+    if dU.shape[0] != a * a:
+        raise ValueError(f"dU must have {a * a} positions for a GT with {a} columns, got {dU.shape[0]}")
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((O, C, r, r), dtype=dtype)
+    cdef floating[:, :, :, ::1] dW = out
+    cdef Py_ssize_t o, c
+    for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C)):
+        for c in range(C):
+            if floating is float:
+                fc_sandwich_f(&dU[0, o, c], a * O * C, O * C, &GT[0, 0], r, a, &dW[o, c, 0, 0], 1)
+            else:
+                fc_sandwich_d(&dU[0, o, c], a * O * C, O * C, &GT[0, 0], r, a, &dW[o, c, 0, 0], 1)
+    return out
