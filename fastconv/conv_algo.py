@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _backend, atomic, conv_winograd
 from . import functional as F
-from ._validate import conv_output_size, int_tuple
+from ._validate import check_grid_side, check_size, conv_output_size, int_tuple
 
 ALGOS = ("im2col", "winograd_f2", "winograd_f4")
 DEFAULT_WINOGRAD = "winograd_f4"
@@ -115,7 +115,13 @@ def _run_forward(algo, x, w, b, stride, padding, dilation, filter_cache, backend
         if size + 2 * p < 3:
             raise ValueError(f"conv ({what}): input size {size} with padding {p} is smaller than "
                              f"the kernel span 3 (kernel 3, dilation 1)")
-    y, cache = conv_winograd.winograd_forward(x, w, b, padding, _TILE[algo], backend, filter_cache)
+    m = _TILE[algo]
+    th, tw = -(-(h + 2 * padding[0] - 2) // m), -(-(wd + 2 * padding[1] - 2) // m)
+    check_grid_side(h + 2 * padding[0], "padded input height")
+    check_grid_side(wd + 2 * padding[1], "padded input width")
+    check_size("Winograd input transform ((m+2)^2 * C * tiles)", (m + 2) ** 2, x.shape[1], x.shape[0], th, tw)
+    check_size("Winograd product ((m+2)^2 * O * tiles)", (m + 2) ** 2, w.shape[0], x.shape[0], th, tw)
+    y, cache = conv_winograd.winograd_forward(x, w, b, padding, m, backend, filter_cache)
     return y, SimpleNamespace(algo=algo, inner=cache)
 
 

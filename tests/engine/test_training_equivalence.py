@@ -1,7 +1,8 @@
 """Training equivalence: the same small CNN trained in fastconv and in PyTorch from identical
 initial weights on identical batches (synthetic, float64) for 50 SGD steps (momentum 0.9,
 weight decay) gives the same loss curve and final weights to 1e-9 relative, under every
-available backend (conftest's ``backend`` fixture)."""
+available backend (conftest's ``backend`` fixture) and convolution algorithm (im2col, Winograd
+F(2x2) and F(4x4), and "auto")."""
 import numpy as np
 import pytest
 
@@ -61,8 +62,15 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
+@pytest.mark.parametrize("algo", ["im2col", "auto", "winograd_f2", "winograd_f4"])
 @pytest.mark.parametrize("make", [_plain_net, _bn_net], ids=["plain", "batchnorm"])
-def test_sgd_training_matches_torch(backend, make):
+def test_sgd_training_matches_torch(backend, make, algo):
+    """``algo`` is the process-wide convolution algorithm: Winograd runs the stride-1 3x3 layers."""
+    with fc.use_conv_algo(algo):
+        _train_and_compare(make)
+
+
+def _train_and_compare(make):
     fc.manual_seed(0)
     net = make()
     twin = _torch_twin(net)
