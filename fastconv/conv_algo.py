@@ -39,7 +39,8 @@ CHOICES = ALGOS + ("winograd", "auto")
 _TILE = {"winograd_f2": 2, "winograd_f4": 4}
 _FILE_FORMAT = "fastconv-conv-algo-1"
 _current = None
-_tuned = {}   # key (tuple) -> {"algo", "times_ms", "source"}
+_tuned = {}   # key (tuple) -> {"algo", "times_ms", "source"}: the decisions of this process
+_stored = {}  # the same, read from the choice file (moved into _tuned when used)
 _loaded_file = None
 
 
@@ -179,7 +180,7 @@ def _key_str(key):
     return json.dumps(key, separators=(",", ":"))
 
 
-def _time_algo(algo, x, w, b, stride, padding, dilation, backend, dy, repeats=2):
+def _time_algo(algo, x, w, b, stride, padding, dilation, backend, dy, repeats=3):
     """Best of ``repeats`` forward + backward wall times (after one warm-up call), in ms."""
     cache = conv_winograd.FilterCache()
     best = math.inf
@@ -195,8 +196,9 @@ def _time_algo(algo, x, w, b, stride, padding, dilation, backend, dy, repeats=2)
 def _choose(x, w, b, stride, padding, dilation, backend):
     key = _key(x, w, stride, padding, dilation, backend)
     _load_file()
-    entry = _tuned.get(key)
+    entry = _tuned.get(key) or _stored.pop(key, None)
     if entry is not None:
+        _tuned[key] = entry
         return entry["algo"]
     candidates = applicable(tuple(np.shape(w)[2:]), stride, dilation)
     if len(candidates) == 1:
@@ -209,7 +211,7 @@ def _choose(x, w, b, stride, padding, dilation, backend):
     times = {a: _time_algo(a, x_arr, w_arr, b, stride, padding, dilation, backend, dy)
              for a in candidates}
     winner = min(times, key=times.get)
-    _tuned[key] = {"algo": winner, "times_ms": times, "source": "measured (fwd+bwd, best of 2)"}
+    _tuned[key] = {"algo": winner, "times_ms": times, "source": "measured (fwd+bwd, best of 3)"}
     _save_file()
     return winner
 
@@ -218,6 +220,7 @@ def clear_conv_algo_cache():
     """Forget every tuned choice of this process (the file under FASTCONV_CACHE is kept)."""
     global _loaded_file
     _tuned.clear()
+    _stored.clear()
     _loaded_file = None
 
 
@@ -278,8 +281,8 @@ def _load_file():
         except ValueError:
             continue
         if _valid_entry(key, entry):
-            _tuned.setdefault(_to_key(key), {"algo": entry["algo"], "times_ms": entry.get("times_ms", {}),
-                                             "source": f"read from {path}"})
+            _stored.setdefault(_to_key(key), {"algo": entry["algo"], "times_ms": entry.get("times_ms", {}),
+                                              "source": f"read from {path}"})
 
 
 def _save_file():
