@@ -47,7 +47,16 @@ class FilterCache:
 
     def __init__(self):
         self._entries = {}
+        self._buffers = {}
         self.transforms = 0  # how many times the filter transform ran (tests read it)
+
+    def buffer(self, name, shape, dtype):
+        """A scratch array kept between calls (the GEMM products, used up by the output
+        transform within the call): reusing it saves the page faults of a fresh allocation."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(shape, dtype=dtype)
+        return buf
 
     def get(self, kernels, w, m):
         key = (kernels.NAME, m, w.dtype.str, w.shape)
@@ -62,10 +71,11 @@ class FilterCache:
         return u, u_dx
 
 
-def _correlate(kernels, x, u, m, ph, pw, mats):
+def _correlate(kernels, x, u, m, ph, pw, mats, scratch=None):
     """Stride-1 3x3 correlation of x (N, C, H, W) with pre-transformed filters u (a*a, O, C).
 
-    Returns ``(y (N, O, H + 2ph - 2, W + 2pw - 2), V)``. A negative padding crops x."""
+    Returns ``(y (N, O, H + 2ph - 2, W + 2pw - 2), V)``. A negative padding crops x.
+    ``scratch``: ``(FilterCache, name)`` whose buffer receives the GEMM product, or None."""
     at, _, bt = mats
     if ph < 0 or pw < 0:  # the input gradient of a layer with padding > 2
         x = np.ascontiguousarray(x[:, :, max(0, -ph):x.shape[2] - max(0, -ph),
@@ -75,7 +85,9 @@ def _correlate(kernels, x, u, m, ph, pw, mats):
     oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
     th, tw = wino.tile_grid(oh, ow, m)
     v = kernels.winograd_tiles_in(x, bt, m, ph, pw, th, tw)   # (a*a, C, T)
-    prod = np.matmul(u, v)                                     # (a*a, O, T)
+    shape = (u.shape[0], u.shape[1], v.shape[2])
+    out = None if scratch is None else scratch[0].buffer(scratch[1], shape, v.dtype)
+    prod = np.matmul(u, v, out=out)                            # (a*a, O, T)
     return kernels.winograd_tiles_out(prod, at, n, oh, ow, th, tw), v
 
 
@@ -88,10 +100,10 @@ def winograd_forward(x, w, bias, padding, m, backend, filter_cache=None):
     u, u_dx = cache_obj.get(kernels, w, m)
     mats = wino.matrices(m, x.dtype)
     ph, pw = padding
-    y, v = _correlate(kernels, x, u, m, ph, pw, mats)
+    y, v = _correlate(kernels, x, u, m, ph, pw, mats, None if filter_cache is None else (filter_cache, "y"))
     if bias is not None:
         y += bias[:, None, None]
-    cache = SimpleNamespace(kernels=kernels, m=m, mats=mats, v=v, u_dx=u_dx, padding=(ph, pw),
+    cache = SimpleNamespace(kernels=kernels, m=m, mats=mats, v=v, u_dx=u_dx, padding=(ph, pw), filters=filter_cache,
                             x_shape=x.shape, w_shape=w.shape, has_bias=bias is not None,
                             out_shape=y.shape, dtype=x.dtype)
     return y, cache
@@ -107,5 +119,6 @@ def winograd_backward(dy, cache):
     du = np.matmul(dm, cache.v.transpose(0, 2, 1))                                     # (a*a, O, C)
     dw = kernels.winograd_filter_out(du, np.ascontiguousarray(g.T))
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
-    dx, _ = _correlate(kernels, dy, cache.u_dx, m, 2 - ph, 2 - pw, cache.mats)
+    scratch = None if cache.filters is None else (cache.filters, "dx")
+    dx, _ = _correlate(kernels, dy, cache.u_dx, m, 2 - ph, 2 - pw, cache.mats, scratch)
     return dx, dw, db

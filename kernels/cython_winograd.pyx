@@ -40,14 +40,64 @@ cdef extern from *:
     /* FC_LANES tiles at once: one GCC vector per transform entry (the tile is the lane). */
     typedef float fc_vf __attribute__((vector_size(FC_LANES * sizeof(float))));
     typedef double fc_vd __attribute__((vector_size(FC_LANES * sizeof(double))));
+    /* The standard matrices as straight-line code (kind 4: F(4x4) B^T / A^T, kind 2: F(2x2)),
+       with the shared sub-expressions of Lavin's formulas; the same sums as L @ v up to rounding.
+       in[k*is] -> out[k*os]. */
+    #define FC_SPECIAL(SUF, VT, T)                                                        \
+    static inline __attribute__((always_inline)) void fc_bt6_##SUF(const VT* in, int is,    \
+                                                                   VT* out, int os) {       \
+        VT d0 = in[0], d1 = in[is], d2 = in[2 * is], d3 = in[3 * is], d4 = in[4 * is],      \
+           d5 = in[5 * is];                                                                 \
+        VT a1 = d4 - d2 * (T)4, a2 = d3 - d1 * (T)4, b1 = d4 - d2, b2 = (d3 - d1) * (T)2;   \
+        out[0] = d0 * (T)4 - d2 * (T)5 + d4;                                                \
+        out[os] = a1 + a2;                                                                  \
+        out[2 * os] = a1 - a2;                                                              \
+        out[3 * os] = b1 + b2;                                                              \
+        out[4 * os] = b1 - b2;                                                              \
+        out[5 * os] = d1 * (T)4 - d3 * (T)5 + d5;                                           \
+    }                                                                                       \
+    static inline __attribute__((always_inline)) void fc_a64_##SUF(const VT* in, int is,    \
+                                                                   VT* out, int os) {       \
+        VT d0 = in[0], d1 = in[is], d2 = in[2 * is], d3 = in[3 * is];                       \
+        VT s02 = d0 + d2, s13 = d1 + d3, p = d0 + d2 * (T)4, q = d1 * (T)2 + d3 * (T)8;     \
+        out[0] = d0;                                                                        \
+        out[os] = s02 + s13;                                                                \
+        out[2 * os] = s02 - s13;                                                            \
+        out[3 * os] = p + q;                                                                \
+        out[4 * os] = p - q;                                                                \
+        out[5 * os] = d3;                                                                   \
+    }                                                                                       \
+    static inline __attribute__((always_inline)) void fc_bt4_##SUF(const VT* in, int is,    \
+                                                                   VT* out, int os) {       \
+        VT d0 = in[0], d1 = in[is], d2 = in[2 * is], d3 = in[3 * is];                       \
+        out[0] = d0 - d2;                                                                   \
+        out[os] = d1 + d2;                                                                  \
+        out[2 * os] = d2 - d1;                                                              \
+        out[3 * os] = d1 - d3;                                                              \
+    }                                                                                       \
+    static inline __attribute__((always_inline)) void fc_at6_##SUF(const VT* in, int is,    \
+                                                                   VT* out, int os) {       \
+        VT s12 = in[is] + in[2 * is], d12 = in[is] - in[2 * is];                            \
+        VT s34 = in[3 * is] + in[4 * is], d34 = in[3 * is] - in[4 * is];                    \
+        out[0] = in[0] + s12 + s34;                                                         \
+        out[os] = d12 + d34 * (T)2;                                                         \
+        out[2 * os] = s12 + s34 * (T)4;                                                     \
+        out[3 * os] = d12 + d34 * (T)8 + in[5 * is];                                        \
+    }                                                                                       \
+    static inline __attribute__((always_inline)) void fc_at4_##SUF(const VT* in, int is,    \
+                                                                   VT* out, int os) {       \
+        out[0] = in[0] + in[is] + in[2 * is];                                               \
+        out[os] = in[is] - in[2 * is] - in[3 * is];                                         \
+    }
     /* One row of tiles of the tile transform V = L d L^T (L: a x r, row-major).
        plane: one (H, W) image; the tile tj reads rows row0 + i and columns tj*m + col0 + j,
        i, j < r (zero outside); out[(u*a + v)*xs + tj] receives V[u][v] of tile tj. */
-    #define FC_TILES_IN(NAME, T, VT)                                                      \
+    #define FC_TILES_IN(NAME, T, VT, SUF)                                                 \
     static inline __attribute__((always_inline)) void NAME##_body(                          \
             const T* plane, Py_ssize_t H, Py_ssize_t W, const T* L, int a, int r, int m,    \
-            Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t tw, T* out, Py_ssize_t xs) {       \
-        VT d[FC_AMAX][FC_AMAX], t1[FC_AMAX][FC_AMAX];                                       \
+            Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t tw, T* out, Py_ssize_t xs,         \
+            int kind) {                                                                     \
+        VT d[FC_AMAX][FC_AMAX], t1[FC_AMAX][FC_AMAX], res[FC_AMAX][FC_AMAX];                \
         T seg[FC_LANES * FC_AMAX + FC_AMAX];   /* one input row, zero-padded */             \
         memset(d, 0, sizeof(d));                                                            \
         for (Py_ssize_t tj0 = 0; tj0 < tw; tj0 += FC_LANES) {                               \
@@ -68,51 +118,70 @@ cdef extern from *:
                 for (int j = 0; j < r; j++)                                                 \
                     for (int l = 0; l < nl; l++) d[i][j][l] = seg[l * m + j];               \
             }                                                                               \
-            for (int i = 0; i < r; i++)                                                     \
-                for (int v = 0; v < a; v++) {                                               \
-                    VT t = d[i][0] * L[v * r];                                              \
-                    for (int j = 1; j < r; j++) {                                           \
-                        T cf = L[v * r + j];                                                \
-                        if (cf != 0) t += d[i][j] * cf;                                     \
+            if (kind == 4) {                                                                \
+                for (int i = 0; i < 6; i++) fc_bt6_##SUF(&d[i][0], 1, &t1[i][0], 1);      \
+                for (int v = 0; v < 6; v++) fc_bt6_##SUF(&t1[0][v], FC_AMAX, &res[0][v], FC_AMAX); \
+            } else if (kind == 40) {                                                        \
+                for (int i = 0; i < 4; i++) fc_a64_##SUF(&d[i][0], 1, &t1[i][0], 1);        \
+                for (int v = 0; v < 6; v++) fc_a64_##SUF(&t1[0][v], FC_AMAX, &res[0][v], FC_AMAX); \
+            } else if (kind == 2) {                                                         \
+                for (int i = 0; i < 4; i++) fc_bt4_##SUF(&d[i][0], 1, &t1[i][0], 1);      \
+                for (int v = 0; v < 4; v++) fc_bt4_##SUF(&t1[0][v], FC_AMAX, &res[0][v], FC_AMAX); \
+            } else {                                                                        \
+                for (int i = 0; i < r; i++)                                                 \
+                    for (int v = 0; v < a; v++) {                                           \
+                        VT t = d[i][0] * L[v * r];                                          \
+                        for (int j = 1; j < r; j++) {                                       \
+                            T cf = L[v * r + j];                                            \
+                            if (cf != 0) t += d[i][j] * cf;                                 \
+                        }                                                                   \
+                        t1[i][v] = t;                                                       \
                     }                                                                       \
-                    t1[i][v] = t;                                                           \
-                }                                                                           \
+                for (int u = 0; u < a; u++)                                                 \
+                    for (int v = 0; v < a; v++) {                                           \
+                        VT acc = t1[0][v] * L[u * r];                                       \
+                        for (int i = 1; i < r; i++) {                                       \
+                            T cf = L[u * r + i];                                            \
+                            if (cf != 0) acc += t1[i][v] * cf;                              \
+                        }                                                                   \
+                        res[u][v] = acc;                                                    \
+                    }                                                                       \
+            }                                                                               \
             for (int u = 0; u < a; u++)                                                     \
                 for (int v = 0; v < a; v++) {                                               \
-                    VT acc = t1[0][v] * L[u * r];                                           \
-                    for (int i = 1; i < r; i++) {                                           \
-                        T cf = L[u * r + i];                                                \
-                        if (cf != 0) acc += t1[i][v] * cf;                                  \
-                    }                                                                       \
                     T* o = out + (Py_ssize_t)(u * a + v) * xs + tj0;                        \
-                    if (nl == FC_LANES) memcpy(o, &acc, sizeof(VT));                        \
-                    else for (int l = 0; l < nl; l++) o[l] = acc[l];                        \
+                    if (nl == FC_LANES) memcpy(o, &res[u][v], sizeof(VT));                  \
+                    else for (int l = 0; l < nl; l++) o[l] = res[u][v][l];                  \
                 }                                                                           \
         }                                                                                   \
     }                                                                                       \
     /* the sizes of F(2x2) and F(4x4) get their own fully unrolled copies */               \
+    /* kind 4 / 2: L is the B^T of F(4x4) / F(2x2), 40: the A of F(4x4) (dy transform);   \
+       checked by the caller. 0: any L */                                                   \
     FC_SIMD static void NAME(const T* plane, Py_ssize_t H, Py_ssize_t W, const T* L,        \
                              int a, int r, int m, Py_ssize_t row0, Py_ssize_t col0,         \
-                             Py_ssize_t tw, T* out, Py_ssize_t xs) {                        \
-        if (a == 6 && r == 6 && m == 4)                                                     \
-            NAME##_body(plane, H, W, L, 6, 6, 4, row0, col0, tw, out, xs);                  \
+                             Py_ssize_t tw, T* out, Py_ssize_t xs, int kind) {              \
+        if (kind == 4)                                                                      \
+            NAME##_body(plane, H, W, L, 6, 6, 4, row0, col0, tw, out, xs, 4);               \
+        else if (kind == 2)                                                                 \
+            NAME##_body(plane, H, W, L, 4, 4, 2, row0, col0, tw, out, xs, 2);               \
+        else if (kind == 40)                                                                \
+            NAME##_body(plane, H, W, L, 6, 4, 4, row0, col0, tw, out, xs, 40);              \
         else if (a == 6 && r == 4 && m == 4)                                                \
-            NAME##_body(plane, H, W, L, 6, 4, 4, row0, col0, tw, out, xs);                  \
-        else if (a == 4 && r == 4 && m == 2)                                                \
-            NAME##_body(plane, H, W, L, 4, 4, 2, row0, col0, tw, out, xs);                  \
+            NAME##_body(plane, H, W, L, 6, 4, 4, row0, col0, tw, out, xs, 0);               \
         else if (a == 4 && r == 2 && m == 2)                                                \
-            NAME##_body(plane, H, W, L, 4, 2, 2, row0, col0, tw, out, xs);                  \
+            NAME##_body(plane, H, W, L, 4, 2, 2, row0, col0, tw, out, xs, 0);               \
         else                                                                                \
-            NAME##_body(plane, H, W, L, a, r, m, row0, col0, tw, out, xs);                  \
+            NAME##_body(plane, H, W, L, a, r, m, row0, col0, tw, out, xs, 0);               \
     }
     /* One row of tiles of the output transform Y = R M R^T (R: m x a), cropped:
        M[(u*a + v)*xs + tj] is position (u, v) of tile tj; tile tj writes rows row0 + i
        (< oh) and columns tj*m + j (< ow) of the (oh, ow) plane y. */
-    #define FC_TILES_OUT(NAME, T, VT)                                                     \
+    #define FC_TILES_OUT(NAME, T, VT, SUF)                                                \
     static inline __attribute__((always_inline)) void NAME##_body(                          \
             const T* M, Py_ssize_t xs, const T* R, int a, int m, Py_ssize_t tw, T* y,       \
-            Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t row0) {                                \
-        VT mv[FC_AMAX][FC_AMAX], t1[FC_AMAX][FC_AMAX];                                      \
+            Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t row0, int kind) {                      \
+        VT mv[FC_AMAX][FC_AMAX], t1[FC_AMAX][FC_AMAX], res[FC_AMAX][FC_AMAX];               \
         T seg[FC_LANES * FC_AMAX];              /* one output row of the block */           \
         memset(mv, 0, sizeof(mv));                                                          \
         for (Py_ssize_t tj0 = 0; tj0 < tw; tj0 += FC_LANES) {                               \
@@ -123,39 +192,53 @@ cdef extern from *:
                     if (nl == FC_LANES) memcpy(&mv[u][v], s, sizeof(VT));                   \
                     else for (int l = 0; l < nl; l++) mv[u][v][l] = s[l];                   \
                 }                                                                           \
-            for (int u = 0; u < a; u++)                                                     \
-                for (int j = 0; j < m; j++) {                                               \
-                    VT t = mv[u][0] * R[j * a];                                             \
-                    for (int v = 1; v < a; v++) {                                           \
-                        T cf = R[j * a + v];                                                \
-                        if (cf != 0) t += mv[u][v] * cf;                                    \
+            if (kind == 4) {                                                                \
+                for (int u = 0; u < 6; u++) fc_at6_##SUF(&mv[u][0], 1, &t1[u][0], 1);       \
+                for (int j = 0; j < 4; j++) fc_at6_##SUF(&t1[0][j], FC_AMAX, &res[0][j], FC_AMAX); \
+            } else if (kind == 2) {                                                         \
+                for (int u = 0; u < 4; u++) fc_at4_##SUF(&mv[u][0], 1, &t1[u][0], 1);       \
+                for (int j = 0; j < 2; j++) fc_at4_##SUF(&t1[0][j], FC_AMAX, &res[0][j], FC_AMAX); \
+            } else {                                                                        \
+                for (int u = 0; u < a; u++)                                                 \
+                    for (int j = 0; j < m; j++) {                                           \
+                        VT t = mv[u][0] * R[j * a];                                         \
+                        for (int v = 1; v < a; v++) {                                       \
+                            T cf = R[j * a + v];                                            \
+                            if (cf != 0) t += mv[u][v] * cf;                                \
+                        }                                                                   \
+                        t1[u][j] = t;                                                       \
                     }                                                                       \
-                    t1[u][j] = t;                                                           \
-                }                                                                           \
+                for (int i = 0; i < m; i++)                                                 \
+                    for (int j = 0; j < m; j++) {                                           \
+                        VT acc = t1[0][j] * R[i * a];                                       \
+                        for (int u = 1; u < a; u++) {                                       \
+                            T cf = R[i * a + u];                                            \
+                            if (cf != 0) acc += t1[u][j] * cf;                              \
+                        }                                                                   \
+                        res[i][j] = acc;                                                    \
+                    }                                                                       \
+            }                                                                               \
             Py_ssize_t c0 = tj0 * m;                                                        \
             Py_ssize_t n_out = ow - c0 < (Py_ssize_t)nl * m ? ow - c0 : (Py_ssize_t)nl * m; \
             for (int i = 0; i < m; i++) {                                                   \
                 Py_ssize_t row = row0 + i;                                                  \
                 if (row >= oh) break;                                                       \
-                for (int j = 0; j < m; j++) {                                               \
-                    VT acc = t1[0][j] * R[i * a];                                           \
-                    for (int u = 1; u < a; u++) {                                           \
-                        T cf = R[i * a + u];                                                \
-                        if (cf != 0) acc += t1[u][j] * cf;                                  \
-                    }                                                                       \
-                    for (int l = 0; l < nl; l++) seg[l * m + j] = acc[l];                   \
-                }                                                                           \
+                for (int j = 0; j < m; j++)                                                 \
+                    for (int l = 0; l < nl; l++) seg[l * m + j] = res[i][j][l];             \
                 T* dst = y + row * ow + c0;                                                 \
                 for (Py_ssize_t k = 0; k < n_out; k++) dst[k] = seg[k];                     \
             }                                                                               \
         }                                                                                   \
     }                                                                                       \
+    /* kind 4 / 2: R is the A^T of F(4x4) / F(2x2) (checked by the caller), 0: any R */   \
     FC_SIMD static void NAME(const T* M, Py_ssize_t xs, const T* R, int a, int m,           \
                              Py_ssize_t tw, T* y, Py_ssize_t oh, Py_ssize_t ow,             \
-                             Py_ssize_t row0) {                                             \
-        if (a == 6 && m == 4) NAME##_body(M, xs, R, 6, 4, tw, y, oh, ow, row0);             \
-        else if (a == 4 && m == 2) NAME##_body(M, xs, R, 4, 2, tw, y, oh, ow, row0);        \
-        else NAME##_body(M, xs, R, a, m, tw, y, oh, ow, row0);                              \
+                             Py_ssize_t row0, int kind) {                                   \
+        if (kind == 4) NAME##_body(M, xs, R, 6, 4, tw, y, oh, ow, row0, 4);                 \
+        else if (kind == 2) NAME##_body(M, xs, R, 4, 2, tw, y, oh, ow, row0, 2);            \
+        else if (a == 6 && m == 4) NAME##_body(M, xs, R, 6, 4, tw, y, oh, ow, row0, 0);     \
+        else if (a == 4 && m == 2) NAME##_body(M, xs, R, 4, 2, tw, y, oh, ow, row0, 0);     \
+        else NAME##_body(M, xs, R, a, m, tw, y, oh, ow, row0, 0);                           \
     }
     /* out[u*q + v] = sum_{i,j} P[u*p + i] P[v*p + j] g[i*gs + j] for one small matrix g:
        P is (q, p); used for U = G g G^T (p = 3, q = a) and dW = G^T dU G (p = a, q = 3). */
@@ -176,26 +259,28 @@ cdef extern from *:
                 out[(u * q + v) * os] = acc;                                                \
             }                                                                               \
     }
-    FC_TILES_IN(fc_tiles_in_f, float, fc_vf)
-    FC_TILES_IN(fc_tiles_in_d, double, fc_vd)
-    FC_TILES_OUT(fc_tiles_out_f, float, fc_vf)
-    FC_TILES_OUT(fc_tiles_out_d, double, fc_vd)
+    FC_SPECIAL(f, fc_vf, float)
+    FC_SPECIAL(d, fc_vd, double)
+    FC_TILES_IN(fc_tiles_in_f, float, fc_vf, f)
+    FC_TILES_IN(fc_tiles_in_d, double, fc_vd, d)
+    FC_TILES_OUT(fc_tiles_out_f, float, fc_vf, f)
+    FC_TILES_OUT(fc_tiles_out_d, double, fc_vd, d)
     FC_SANDWICH(fc_sandwich_f, float)
     FC_SANDWICH(fc_sandwich_d, double)
     """
     int FC_AMAX
     void fc_tiles_in_f(const float* plane, Py_ssize_t H, Py_ssize_t W, const float* L, int a,
                        int r, int m, Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t tw,
-                       float* out, Py_ssize_t xs) noexcept nogil
+                       float* out, Py_ssize_t xs, int kind) noexcept nogil
     void fc_tiles_in_d(const double* plane, Py_ssize_t H, Py_ssize_t W, const double* L, int a,
                        int r, int m, Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t tw,
-                       double* out, Py_ssize_t xs) noexcept nogil
+                       double* out, Py_ssize_t xs, int kind) noexcept nogil
     void fc_tiles_out_f(const float* M, Py_ssize_t xs, const float* R, int a, int m,
                         Py_ssize_t tw, float* y, Py_ssize_t oh, Py_ssize_t ow,
-                        Py_ssize_t row0) noexcept nogil
+                        Py_ssize_t row0, int kind) noexcept nogil
     void fc_tiles_out_d(const double* M, Py_ssize_t xs, const double* R, int a, int m,
                         Py_ssize_t tw, double* y, Py_ssize_t oh, Py_ssize_t ow,
-                        Py_ssize_t row0) noexcept nogil
+                        Py_ssize_t row0, int kind) noexcept nogil
     void fc_sandwich_f(const float* g, Py_ssize_t gs_row, Py_ssize_t gs_col, const float* P,
                        int q, int p, float* out, Py_ssize_t os) noexcept nogil
     void fc_sandwich_d(const double* g, Py_ssize_t gs_row, Py_ssize_t gs_col, const double* P,
@@ -215,6 +300,25 @@ cdef inline int _threads(Py_ssize_t work) noexcept nogil:
     if work < _PARALLEL_MIN:
         return 1
     return openmp.omp_get_max_threads()
+
+
+_STANDARD = {}
+
+
+cdef int _kind(L, str which):
+    """4 or 2 when ``L`` is exactly the ``which`` matrix ("BT" or "AT") of F(4x4) / F(2x2) in its
+    dtype, 40 when a tile-in ``L`` is the A of F(4x4) (the C code then runs the straight-line
+    formulas), else 0 (any matrix)."""
+    key = (which, L.dtype.str)
+    if key not in _STANDARD:
+        from fastconv import winograd as wino
+        _STANDARD[key] = [(m, wino.matrices(m, L.dtype)[0 if which == "AT" else 2]) for m in (4, 2)]
+        if which == "BT":
+            _STANDARD[key].append((40, np.ascontiguousarray(wino.matrices(4, L.dtype)[0].T)))
+    for m, mat in _STANDARD[key]:
+        if L.shape == mat.shape and np.array_equal(L, mat):
+            return m
+    return 0
 
 
 cdef _check_matrix(str name, Py_ssize_t rows, Py_ssize_t cols):
@@ -238,6 +342,7 @@ def winograd_tiles_in(const floating[:, :, :, ::1] x, const floating[:, ::1] L, 
     out = np.empty((a * a, C, N * th * tw), dtype=dtype)
     cdef floating[:, :, ::1] V = out
     cdef Py_ssize_t T = N * th * tw, task, n, c, ti
+    cdef int kind = _kind(np.asarray(L), "BT")
     if out.size == 0:
         return out
     for task in prange(N * C * th, nogil=True, schedule="static",
@@ -247,10 +352,10 @@ def winograd_tiles_in(const floating[:, :, :, ::1] x, const floating[:, ::1] L, 
         n = task // (th * C)
         if floating is float:
             fc_tiles_in_f(&x[n, c, 0, 0], H, W, &L[0, 0], a, r, m, ti * m - ph, -pw, tw,
-                          &V[0, c, (n * th + ti) * tw], C * T)
+                          &V[0, c, (n * th + ti) * tw], C * T, kind)
         else:
             fc_tiles_in_d(&x[n, c, 0, 0], H, W, &L[0, 0], a, r, m, ti * m - ph, -pw, tw,
-                          &V[0, c, (n * th + ti) * tw], C * T)
+                          &V[0, c, (n * th + ti) * tw], C * T, kind)
     return out
 
 
@@ -270,6 +375,7 @@ def winograd_tiles_out(const floating[:, :, ::1] M, const floating[:, ::1] R, Py
     out = np.empty((n, O, oh, ow), dtype=dtype)
     cdef floating[:, :, :, ::1] y = out
     cdef Py_ssize_t T = n * th * tw, task, b, o, ti
+    cdef int kind = _kind(np.asarray(R), "AT")
     for task in prange(n * O * th, nogil=True, schedule="static",
                        num_threads=_threads(a * a * O * T)):
         ti = task % th
@@ -277,10 +383,10 @@ def winograd_tiles_out(const floating[:, :, ::1] M, const floating[:, ::1] R, Py
         b = task // (th * O)
         if floating is float:
             fc_tiles_out_f(&M[0, o, (b * th + ti) * tw], O * T, &R[0, 0], a, m, tw,
-                           &y[b, o, 0, 0], oh, ow, ti * m)
+                           &y[b, o, 0, 0], oh, ow, ti * m, kind)
         else:
             fc_tiles_out_d(&M[0, o, (b * th + ti) * tw], O * T, &R[0, 0], a, m, tw,
-                           &y[b, o, 0, 0], oh, ow, ti * m)
+                           &y[b, o, 0, 0], oh, ow, ti * m, kind)
     return out
 
 
