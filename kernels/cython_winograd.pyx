@@ -291,6 +291,22 @@ cdef extern from *:
 cdef Py_ssize_t _PARALLEL_MIN = 1 << 15
 
 
+def set_grain_size(n=None):
+    """Kernels touching fewer than ``n`` elements run on one thread (0: always parallel;
+    None: the default, 1 << 15)."""
+    global _PARALLEL_MIN
+    if n is None:
+        n = 1 << 15
+    if n < 0:
+        raise ValueError(f"grain size must be >= 0, got {n}")
+    _PARALLEL_MIN = n
+
+
+def get_grain_size():
+    """The current grain size (elements below which a kernel runs on one thread)."""
+    return _PARALLEL_MIN
+
+
 def get_num_threads():
     """Number of OpenMP threads a parallel transform would use now."""
     return openmp.omp_get_max_threads()

@@ -11,7 +11,7 @@ the image are the zero padding, so no argument reads or writes out of bounds.
 import numpy as np
 from numba import njit, prange
 
-from .numba_kernels import _launch
+from .numba_kernels import _launch, get_grain_size, set_grain_size  # one grain for both modules
 
 NAME = "numba"
 _JIT = dict(parallel=True, cache=True, fastmath=False, nogil=True)
