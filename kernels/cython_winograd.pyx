@@ -342,9 +342,21 @@ cdef _check_matrix(str name, Py_ssize_t rows, Py_ssize_t cols):
         raise ValueError(f"{name} must be between 1x1 and {FC_AMAX}x{FC_AMAX}, got {rows}x{cols}")
 
 
+# Every int argument lies in [0 or 1, _INDEX_MAX] (fastconv._validate.INDEX_MAX), so that no
+# index sum or product of two of them wraps; array sizes are multiplied as Python ints.
+cdef Py_ssize_t _INDEX_MAX = 2**31 - 1
+
+
 cdef _check_tiles(Py_ssize_t m, Py_ssize_t th, Py_ssize_t tw):
     if m < 1 or th < 1 or tw < 1:
         raise ValueError(f"m, th and tw must be >= 1, got m={m}, th={th}, tw={tw}")
+    if m > _INDEX_MAX or th > _INDEX_MAX or tw > _INDEX_MAX:
+        raise ValueError(f"m, th and tw must be <= {_INDEX_MAX}, got m={m}, th={th}, tw={tw}")
+
+
+cdef _check_padding(Py_ssize_t ph, Py_ssize_t pw):
+    if not (0 <= ph <= _INDEX_MAX and 0 <= pw <= _INDEX_MAX):
+        raise ValueError(f"ph and pw must be in [0, {_INDEX_MAX}], got ph={ph}, pw={pw}")
 
 
 def winograd_tiles_in(const floating[:, :, :, ::1] x, const floating[:, ::1] L, Py_ssize_t m,
@@ -354,8 +366,9 @@ def winograd_tiles_in(const floating[:, :, :, ::1] x, const floating[:, ::1] L, 
     cdef Py_ssize_t a = L.shape[0], r = L.shape[1]
     _check_matrix("L", a, r)
     _check_tiles(m, th, tw)
+    _check_padding(ph, pw)
     dtype = np.float32 if floating is float else np.float64
-    out = np.empty((a * a, C, N * th * tw), dtype=dtype)
+    out = np.empty((a * a, C, int(N) * int(th) * int(tw)), dtype=dtype)
     cdef floating[:, :, ::1] V = out
     cdef Py_ssize_t T = N * th * tw, task, n, c, ti
     cdef int kind = _kind(np.asarray(L), "BT")
@@ -381,7 +394,7 @@ def winograd_tiles_out(const floating[:, :, ::1] M, const floating[:, ::1] R, Py
     cdef Py_ssize_t m = R.shape[0], a = R.shape[1], O = M.shape[1]
     _check_matrix("R", m, a)
     _check_tiles(m, th, tw)
-    if n < 1 or M.shape[0] != a * a or M.shape[2] != n * th * tw:
+    if n < 1 or n > _INDEX_MAX or M.shape[0] != a * a or M.shape[2] != int(n) * int(th) * int(tw):
         raise ValueError(f"M must have shape ({a * a}, O, {n * th * tw}) for n={n}, th={th}, "
                          f"tw={tw}, got {tuple(M.shape)[:3]}")
     if not ((th - 1) * m < oh <= th * m and (tw - 1) * m < ow <= tw * m):

@@ -11,6 +11,8 @@ the image are the zero padding, so no argument reads or writes out of bounds.
 import numpy as np
 from numba import njit, prange
 
+from fastconv._validate import check_index
+
 from .numba_kernels import _launch, get_grain_size, set_grain_size  # one grain for both modules
 
 NAME = "numba"
@@ -129,20 +131,20 @@ def _matrix(mat, name, dtype):
 
 
 def _tiles(m, th, tw):
-    for name, v in (("m", m), ("th", th), ("tw", tw)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    """Ints in [1, INDEX_MAX] (fastconv._validate), so no index product wraps int64."""
+    return [check_index(v, name, 1) for v, name in ((m, "m"), (th, "th"), (tw, "tw"))]
 
 
 def winograd_tiles_in(x, L, m, ph, pw, th, tw):
     """x (N, C, H, W), L (a, r) -> V (a*a, C, N*th*tw); see fastconv.winograd.winograd_tiles_in."""
     x = _array(x, "x", 4)
     L = _matrix(L, "L", x.dtype)
-    _tiles(m, th, tw)
+    m, th, tw = _tiles(m, th, tw)
+    ph, pw = check_index(ph, "ph", 0), check_index(pw, "pw", 0)
     n, c, _, _ = x.shape
     a = L.shape[0]
     out = np.empty((a * a, c, n * th * tw), dtype=x.dtype)
-    _launch(_tiles_in, out.size, x, L, m, int(ph), int(pw), th, tw, out)
+    _launch(_tiles_in, out.size, x, L, m, ph, pw, th, tw, out)
     return out
 
 
@@ -151,8 +153,9 @@ def winograd_tiles_out(M, R, n, oh, ow, th, tw):
     M = _array(M, "M", 3)
     R = _matrix(R, "R", M.dtype)
     m, a = R.shape
-    _tiles(m, th, tw)
-    if not isinstance(n, int) or n < 1 or M.shape[0] != a * a or M.shape[2] != n * th * tw:
+    _, th, tw = _tiles(m, th, tw)
+    n = check_index(n, "n", 1)
+    if M.shape[0] != a * a or M.shape[2] != n * th * tw:
         raise ValueError(f"M must have shape ({a * a}, O, {n * th * tw}) for n={n}, th={th}, "
                          f"tw={tw}, got {M.shape}")
     if not ((th - 1) * m < oh <= th * m and (tw - 1) * m < ow <= tw * m):

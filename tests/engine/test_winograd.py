@@ -137,6 +137,10 @@ def test_transforms_reject_inconsistent_sizes(backend_name):
         k.winograd_tiles_in(np.zeros((1, 1, 4, 4)), bt, 2, 0, 0, 0, 1)
     with pytest.raises(ValueError):
         k.winograd_filter_in(np.zeros((2, 2, 5, 5)), g)
+    for bad in (dict(ph=-1), dict(ph=2**40), dict(th=2**40)):  # past the index limit
+        args = dict(ph=0, pw=0, th=1, tw=1) | bad
+        with pytest.raises(ValueError):
+            k.winograd_tiles_in(np.zeros((1, 1, 4, 4)), bt, 2, args["ph"], args["pw"], args["th"], args["tw"])
 
 
 # ----------------------------------------------------------------------------- parity vs torch
