@@ -240,23 +240,33 @@ cdef extern from *:
         else if (a == 4 && m == 2) NAME##_body(M, xs, R, 4, 2, tw, y, oh, ow, row0, 0);     \
         else NAME##_body(M, xs, R, a, m, tw, y, oh, ow, row0, 0);                           \
     }
-    /* out[u*q + v] = sum_{i,j} P[u*p + i] P[v*p + j] g[i*gs + j] for one small matrix g:
-       P is (q, p); used for U = G g G^T (p = 3, q = a) and dW = G^T dU G (p = a, q = 3). */
+    /* For nb <= 16 filters k at once (the innermost, vectorised loop):
+       out[k*o_k + (u*q + v)*o_e] = sum_{i,j} P[u*p + i] P[v*p + j] g[k*g_k + i*g_row + j*g_col],
+       P (q, p). U = G g G^T (p = 3, q = a) and dW = G^T dU G (p = a, q = 3); a block of
+       consecutive filters keeps the (a*a, O, C) side's accesses contiguous runs. */
     #define FC_SANDWICH(NAME, T)                                                          \
-    static inline void NAME(const T* g, Py_ssize_t gs_row, Py_ssize_t gs_col, const T* P,   \
-                            int q, int p, T* out, Py_ssize_t os) {                          \
-        T t[FC_AMAX][FC_AMAX];                                                              \
+    FC_SIMD static void NAME(const T* g, Py_ssize_t g_k, Py_ssize_t g_row, Py_ssize_t g_col, \
+                             const T* P, int q, int p, T* out, Py_ssize_t o_k,              \
+                             Py_ssize_t o_e, int nb) {                                      \
+        T t[FC_AMAX][FC_AMAX][16], acc[16];                                                 \
         for (int u = 0; u < q; u++)                                                         \
             for (int j = 0; j < p; j++) {                                                   \
-                T acc = 0;                                                                  \
-                for (int i = 0; i < p; i++) acc += P[u * p + i] * g[i * gs_row + j * gs_col];\
-                t[u][j] = acc;                                                              \
+                for (int k = 0; k < nb; k++) t[u][j][k] = 0;                                \
+                for (int i = 0; i < p; i++) {                                               \
+                    T cf = P[u * p + i];                                                    \
+                    const T* s = g + i * g_row + j * g_col;                                 \
+                    for (int k = 0; k < nb; k++) t[u][j][k] += cf * s[k * g_k];             \
+                }                                                                           \
             }                                                                               \
         for (int u = 0; u < q; u++)                                                         \
             for (int v = 0; v < q; v++) {                                                   \
-                T acc = 0;                                                                  \
-                for (int j = 0; j < p; j++) acc += P[v * p + j] * t[u][j];                  \
-                out[(u * q + v) * os] = acc;                                                \
+                for (int k = 0; k < nb; k++) acc[k] = 0;                                    \
+                for (int j = 0; j < p; j++) {                                               \
+                    T cf = P[v * p + j];                                                    \
+                    for (int k = 0; k < nb; k++) acc[k] += cf * t[u][j][k];                 \
+                }                                                                           \
+                T* o = out + (Py_ssize_t)(u * q + v) * o_e;                                 \
+                for (int k = 0; k < nb; k++) o[k * o_k] = acc[k];                           \
             }                                                                               \
     }
     FC_SPECIAL(f, fc_vf, float)
@@ -281,10 +291,12 @@ cdef extern from *:
     void fc_tiles_out_d(const double* M, Py_ssize_t xs, const double* R, int a, int m,
                         Py_ssize_t tw, double* y, Py_ssize_t oh, Py_ssize_t ow,
                         Py_ssize_t row0, int kind) noexcept nogil
-    void fc_sandwich_f(const float* g, Py_ssize_t gs_row, Py_ssize_t gs_col, const float* P,
-                       int q, int p, float* out, Py_ssize_t os) noexcept nogil
-    void fc_sandwich_d(const double* g, Py_ssize_t gs_row, Py_ssize_t gs_col, const double* P,
-                       int q, int p, double* out, Py_ssize_t os) noexcept nogil
+    void fc_sandwich_f(const float* g, Py_ssize_t g_k, Py_ssize_t g_row, Py_ssize_t g_col,
+                       const float* P, int q, int p, float* out, Py_ssize_t o_k, Py_ssize_t o_e,
+                       int nb) noexcept nogil
+    void fc_sandwich_d(const double* g, Py_ssize_t g_k, Py_ssize_t g_row, Py_ssize_t g_col,
+                       const double* P, int q, int p, double* out, Py_ssize_t o_k, Py_ssize_t o_e,
+                       int nb) noexcept nogil
 
 # Grain size: below this many elements touched a transform runs on one thread (starting the
 # OpenMP team costs more than the work), as ATen's parallel_for does.
@@ -430,12 +442,14 @@ def winograd_filter_in(const floating[:, :, :, ::1] w, const floating[:, ::1] G)
     out = np.empty((a * a, O, C), dtype=dtype)
     cdef floating[:, :, ::1] U = out
     cdef Py_ssize_t o, c
+    cdef int nb
     for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C)):
-        for c in range(C):
+        for c in range(0, C, 16):
+            nb = 16 if C - c >= 16 else C - c
             if floating is float:
-                fc_sandwich_f(&w[o, c, 0, 0], r, 1, &G[0, 0], a, r, &U[0, o, c], O * C)
+                fc_sandwich_f(&w[o, c, 0, 0], r * r, r, 1, &G[0, 0], a, r, &U[0, o, c], 1, O * C, nb)
             else:
-                fc_sandwich_d(&w[o, c, 0, 0], r, 1, &G[0, 0], a, r, &U[0, o, c], O * C)
+                fc_sandwich_d(&w[o, c, 0, 0], r * r, r, 1, &G[0, 0], a, r, &U[0, o, c], 1, O * C, nb)
     return out
 
 
@@ -449,10 +463,14 @@ def winograd_filter_out(const floating[:, :, ::1] dU, const floating[:, ::1] GT)
     out = np.empty((O, C, r, r), dtype=dtype)
     cdef floating[:, :, :, ::1] dW = out
     cdef Py_ssize_t o, c
+    cdef int nb
     for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C)):
-        for c in range(C):
+        for c in range(0, C, 16):
+            nb = 16 if C - c >= 16 else C - c
             if floating is float:
-                fc_sandwich_f(&dU[0, o, c], a * O * C, O * C, &GT[0, 0], r, a, &dW[o, c, 0, 0], 1)
+                fc_sandwich_f(&dU[0, o, c], 1, a * O * C, O * C, &GT[0, 0], r, a, &dW[o, c, 0, 0],
+                              r * r, 1, nb)
             else:
-                fc_sandwich_d(&dU[0, o, c], a * O * C, O * C, &GT[0, 0], r, a, &dW[o, c, 0, 0], 1)
+                fc_sandwich_d(&dU[0, o, c], 1, a * O * C, O * C, &GT[0, 0], r, a, &dW[o, c, 0, 0],
+                              r * r, 1, nb)
     return out
