@@ -174,23 +174,17 @@ def set_num_threads(n):
 
 def set_grain_size(n=None):
     """Compiled kernels doing less than ``n`` elements of work run on one thread (ATen's
-    ``parallel_for`` grain); 0 makes every kernel parallel, None restores each kernel module's
-    default. Applies to the loaded compiled backends (Cython, Numba) and their Winograd
-    transforms; returns the previous values by module."""
+    ``parallel_for`` grain); 0 makes every kernel parallel, None restores each backend's
+    default. Applies to the loaded compiled backends (Cython, Numba; their Winograd transforms
+    read the same setting); returns the previous values by module."""
     import numbers
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0):
         raise ValueError(f"grain size must be an int >= 0 or None, got {n!r}")
-    from .conv_winograd import winograd_module
-
-    previous, seen = {}, set()
+    previous = {}
     for name in ("cython", "numba"):
-        if name not in _loaded:
-            continue
-        for module in (_loaded[name], winograd_module(name)):
-            if module.set_grain_size in seen:  # numba's Winograd module shares the kernels' grain
-                continue
-            seen.add(module.set_grain_size)
+        module = _loaded.get(name)
+        if module is not None:
             previous[module.__name__] = module.get_grain_size()
             module.set_grain_size(None if n is None else int(n))
     return previous

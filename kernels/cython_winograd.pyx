@@ -14,6 +14,8 @@ the reference up to rounding (the order of the sums differs).
 """
 import numpy as np
 
+from fastconv.kernels import cython_kernels as _kernels
+
 cimport openmp
 from cython.parallel cimport prange
 
@@ -89,6 +91,20 @@ cdef extern from *:
         out[0] = in[0] + in[is] + in[2 * is];                                               \
         out[os] = in[is] - in[2 * is] - in[3 * is];                                         \
     }
+    /* Any matrix L (rows x cols, row-major): out[k*os] = sum_j L[k*cols + j] in[j*is];
+       zero entries are skipped. */
+    #define FC_APPLY(SUF, VT, T)                                                          \
+    static inline __attribute__((always_inline)) void fc_apply_##SUF(                      \
+            const VT* in, int is, VT* out, int os, const T* L, int rows, int cols) {        \
+        for (int k = 0; k < rows; k++) {                                                    \
+            VT acc = in[0] * L[k * cols];                                                   \
+            for (int j = 1; j < cols; j++) {                                                \
+                T cf = L[k * cols + j];                                                     \
+                if (cf != 0) acc += in[j * is] * cf;                                        \
+            }                                                                               \
+            out[k * os] = acc;                                                              \
+        }                                                                                   \
+    }
     /* One row of tiles of the tile transform V = L d L^T (L: a x r, row-major).
        plane: one (H, W) image; the tile tj reads rows row0 + i and columns tj*m + col0 + j,
        i, j < r (zero outside); out[(u*a + v)*xs + tj] receives V[u][v] of tile tj. */
@@ -128,24 +144,9 @@ cdef extern from *:
                 for (int i = 0; i < 4; i++) fc_bt4_##SUF(&d[i][0], 1, &t1[i][0], 1);      \
                 for (int v = 0; v < 4; v++) fc_bt4_##SUF(&t1[0][v], FC_AMAX, &res[0][v], FC_AMAX); \
             } else {                                                                        \
-                for (int i = 0; i < r; i++)                                                 \
-                    for (int v = 0; v < a; v++) {                                           \
-                        VT t = d[i][0] * L[v * r];                                          \
-                        for (int j = 1; j < r; j++) {                                       \
-                            T cf = L[v * r + j];                                            \
-                            if (cf != 0) t += d[i][j] * cf;                                 \
-                        }                                                                   \
-                        t1[i][v] = t;                                                       \
-                    }                                                                       \
-                for (int u = 0; u < a; u++)                                                 \
-                    for (int v = 0; v < a; v++) {                                           \
-                        VT acc = t1[0][v] * L[u * r];                                       \
-                        for (int i = 1; i < r; i++) {                                       \
-                            T cf = L[u * r + i];                                            \
-                            if (cf != 0) acc += t1[i][v] * cf;                              \
-                        }                                                                   \
-                        res[u][v] = acc;                                                    \
-                    }                                                                       \
+                for (int i = 0; i < r; i++) fc_apply_##SUF(&d[i][0], 1, &t1[i][0], 1, L, a, r); \
+                for (int v = 0; v < a; v++)                                                 \
+                    fc_apply_##SUF(&t1[0][v], FC_AMAX, &res[0][v], FC_AMAX, L, a, r);       \
             }                                                                               \
             for (int u = 0; u < a; u++)                                                     \
                 for (int v = 0; v < a; v++) {                                               \
@@ -199,24 +200,9 @@ cdef extern from *:
                 for (int u = 0; u < 4; u++) fc_at4_##SUF(&mv[u][0], 1, &t1[u][0], 1);       \
                 for (int j = 0; j < 2; j++) fc_at4_##SUF(&t1[0][j], FC_AMAX, &res[0][j], FC_AMAX); \
             } else {                                                                        \
-                for (int u = 0; u < a; u++)                                                 \
-                    for (int j = 0; j < m; j++) {                                           \
-                        VT t = mv[u][0] * R[j * a];                                         \
-                        for (int v = 1; v < a; v++) {                                       \
-                            T cf = R[j * a + v];                                            \
-                            if (cf != 0) t += mv[u][v] * cf;                                \
-                        }                                                                   \
-                        t1[u][j] = t;                                                       \
-                    }                                                                       \
-                for (int i = 0; i < m; i++)                                                 \
-                    for (int j = 0; j < m; j++) {                                           \
-                        VT acc = t1[0][j] * R[i * a];                                       \
-                        for (int u = 1; u < a; u++) {                                       \
-                            T cf = R[i * a + u];                                            \
-                            if (cf != 0) acc += t1[u][j] * cf;                              \
-                        }                                                                   \
-                        res[i][j] = acc;                                                    \
-                    }                                                                       \
+                for (int u = 0; u < a; u++) fc_apply_##SUF(&mv[u][0], 1, &t1[u][0], 1, R, m, a); \
+                for (int j = 0; j < m; j++)                                                 \
+                    fc_apply_##SUF(&t1[0][j], FC_AMAX, &res[0][j], FC_AMAX, R, m, a);       \
             }                                                                               \
             Py_ssize_t c0 = tj0 * m;                                                        \
             Py_ssize_t n_out = ow - c0 < (Py_ssize_t)nl * m ? ow - c0 : (Py_ssize_t)nl * m; \
@@ -271,6 +257,8 @@ cdef extern from *:
     }
     FC_SPECIAL(f, fc_vf, float)
     FC_SPECIAL(d, fc_vd, double)
+    FC_APPLY(f, fc_vf, float)
+    FC_APPLY(d, fc_vd, double)
     FC_TILES_IN(fc_tiles_in_f, float, fc_vf, f)
     FC_TILES_IN(fc_tiles_in_d, double, fc_vd, d)
     FC_TILES_OUT(fc_tiles_out_f, float, fc_vf, f)
@@ -298,34 +286,13 @@ cdef extern from *:
                        const double* P, int q, int p, double* out, Py_ssize_t o_k, Py_ssize_t o_e,
                        int nb) noexcept nogil
 
-# Grain size: below this many elements touched a transform runs on one thread (starting the
-# OpenMP team costs more than the work), as ATen's parallel_for does.
-cdef Py_ssize_t _PARALLEL_MIN = 1 << 15
+# The grain size and thread count are cython_kernels' (fc.set_grain_size, fc.set_num_threads):
+# below ``grain`` elements touched a transform runs on one thread, as ATen's parallel_for does.
+get_num_threads = _kernels.get_num_threads
 
 
-def set_grain_size(n=None):
-    """Kernels touching fewer than ``n`` elements run on one thread (0: always parallel;
-    None: the default, 1 << 15)."""
-    global _PARALLEL_MIN
-    if n is None:
-        n = 1 << 15
-    if n < 0:
-        raise ValueError(f"grain size must be >= 0, got {n}")
-    _PARALLEL_MIN = n
-
-
-def get_grain_size():
-    """The current grain size (elements below which a kernel runs on one thread)."""
-    return _PARALLEL_MIN
-
-
-def get_num_threads():
-    """Number of OpenMP threads a parallel transform would use now."""
-    return openmp.omp_get_max_threads()
-
-
-cdef inline int _threads(Py_ssize_t work) noexcept nogil:
-    if work < _PARALLEL_MIN:
+cdef inline int _threads(Py_ssize_t work, Py_ssize_t grain) noexcept nogil:
+    if work < grain:
         return 1
     return openmp.omp_get_max_threads()
 
@@ -380,6 +347,7 @@ def winograd_tiles_in(const floating[:, :, :, ::1] x, const floating[:, ::1] L, 
     _check_tiles(m, th, tw)
     _check_padding(ph, pw)
     dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t grain = _kernels.get_grain_size()
     out = np.empty((a * a, C, int(N) * int(th) * int(tw)), dtype=dtype)
     cdef floating[:, :, ::1] V = out
     cdef Py_ssize_t T = N * th * tw, task, n, c, ti
@@ -387,7 +355,7 @@ def winograd_tiles_in(const floating[:, :, :, ::1] x, const floating[:, ::1] L, 
     if out.size == 0:
         return out
     for task in prange(N * C * th, nogil=True, schedule="static",
-                       num_threads=_threads(a * a * C * T)):
+                       num_threads=_threads(a * a * C * T, grain)):
         ti = task % th
         c = (task // th) % C
         n = task // (th * C)
@@ -413,12 +381,13 @@ def winograd_tiles_out(const floating[:, :, ::1] M, const floating[:, ::1] R, Py
         raise ValueError(f"a {th}x{tw} grid of {m}x{m} tiles does not cover exactly an "
                          f"{oh}x{ow} output")
     dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t grain = _kernels.get_grain_size()
     out = np.empty((n, O, oh, ow), dtype=dtype)
     cdef floating[:, :, :, ::1] y = out
     cdef Py_ssize_t T = n * th * tw, task, b, o, ti
     cdef int kind = _kind(np.asarray(R), "AT")
     for task in prange(n * O * th, nogil=True, schedule="static",
-                       num_threads=_threads(a * a * O * T)):
+                       num_threads=_threads(a * a * O * T, grain)):
         ti = task % th
         o = (task // th) % O
         b = task // (th * O)
@@ -439,11 +408,12 @@ def winograd_filter_in(const floating[:, :, :, ::1] w, const floating[:, ::1] G)
         raise ValueError(f"w must have {r}x{r} filters for a G with {r} columns, got "
                          f"{w.shape[2]}x{w.shape[3]}")
     dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t grain = _kernels.get_grain_size()
     out = np.empty((a * a, O, C), dtype=dtype)
     cdef floating[:, :, ::1] U = out
     cdef Py_ssize_t o, c
     cdef int nb
-    for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C)):
+    for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C, grain)):
         for c in range(0, C, 16):
             nb = 16 if C - c >= 16 else C - c
             if floating is float:
@@ -460,11 +430,12 @@ def winograd_filter_out(const floating[:, :, ::1] dU, const floating[:, ::1] GT)
     if dU.shape[0] != a * a:
         raise ValueError(f"dU must have {a * a} positions for a GT with {a} columns, got {dU.shape[0]}")
     dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t grain = _kernels.get_grain_size()
     out = np.empty((O, C, r, r), dtype=dtype)
     cdef floating[:, :, :, ::1] dW = out
     cdef Py_ssize_t o, c
     cdef int nb
-    for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C)):
+    for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C, grain)):
         for c in range(0, C, 16):
             nb = 16 if C - c >= 16 else C - c
             if floating is float:

@@ -13,7 +13,7 @@ from numba import njit, prange
 
 from fastconv._validate import check_index
 
-from .numba_kernels import _launch, get_grain_size, set_grain_size  # one grain for both modules
+from .numba_kernels import _launch  # and so numba_kernels' grain size (fc.set_grain_size)
 
 NAME = "numba"
 _JIT = dict(parallel=True, cache=True, fastmath=False, nogil=True)

@@ -36,5 +36,4 @@ def test_grain_size_is_validated_and_restorable():
         defaults = fc.set_grain_size(None)
     assert all(v == 456 for v in defaults.values())
     assert fc.set_grain_size(None) == {"fastconv.kernels.cython_kernels": 1 << 16,
-                                       "fastconv.kernels.cython_winograd": 1 << 15,
                                        "fastconv.kernels.numba_kernels": 1 << 15}
