@@ -91,6 +91,13 @@ cdef extern from *:
         out[0] = in[0] + in[is] + in[2 * is];                                               \
         out[os] = in[is] - in[2 * is] - in[3 * is];                                         \
     }
+    /* The separable 2-D transform X -> L X L^T of a block of tiles: the 1-D transform F
+       (fc_bt6, fc_apply, ...; trailing arguments passed on) over each of the NROWS rows of IN
+       into T1, then over each of the NCOLS columns of T1 into RES. */
+    #define FC_TWO_PASS(F, IN, T1, RES, NROWS, NCOLS, ...)                                \
+        for (int i_ = 0; i_ < (NROWS); i_++) F(&IN[i_][0], 1, &T1[i_][0], 1, ##__VA_ARGS__); \
+        for (int v_ = 0; v_ < (NCOLS); v_++)                                                \
+            F(&T1[0][v_], FC_AMAX, &RES[0][v_], FC_AMAX, ##__VA_ARGS__);
     /* Any matrix L (rows x cols, row-major): out[k*os] = sum_j L[k*cols + j] in[j*is];
        zero entries are skipped. */
     #define FC_APPLY(SUF, VT, T)                                                          \
@@ -135,18 +142,13 @@ cdef extern from *:
                     for (int l = 0; l < nl; l++) d[i][j][l] = seg[l * m + j];               \
             }                                                                               \
             if (kind == 4) {                                                                \
-                for (int i = 0; i < 6; i++) fc_bt6_##SUF(&d[i][0], 1, &t1[i][0], 1);      \
-                for (int v = 0; v < 6; v++) fc_bt6_##SUF(&t1[0][v], FC_AMAX, &res[0][v], FC_AMAX); \
+                FC_TWO_PASS(fc_bt6_##SUF, d, t1, res, 6, 6) \
             } else if (kind == 40) {                                                        \
-                for (int i = 0; i < 4; i++) fc_a64_##SUF(&d[i][0], 1, &t1[i][0], 1);        \
-                for (int v = 0; v < 6; v++) fc_a64_##SUF(&t1[0][v], FC_AMAX, &res[0][v], FC_AMAX); \
+                FC_TWO_PASS(fc_a64_##SUF, d, t1, res, 4, 6) \
             } else if (kind == 2) {                                                         \
-                for (int i = 0; i < 4; i++) fc_bt4_##SUF(&d[i][0], 1, &t1[i][0], 1);      \
-                for (int v = 0; v < 4; v++) fc_bt4_##SUF(&t1[0][v], FC_AMAX, &res[0][v], FC_AMAX); \
+                FC_TWO_PASS(fc_bt4_##SUF, d, t1, res, 4, 4) \
             } else {                                                                        \
-                for (int i = 0; i < r; i++) fc_apply_##SUF(&d[i][0], 1, &t1[i][0], 1, L, a, r); \
-                for (int v = 0; v < a; v++)                                                 \
-                    fc_apply_##SUF(&t1[0][v], FC_AMAX, &res[0][v], FC_AMAX, L, a, r);       \
+                FC_TWO_PASS(fc_apply_##SUF, d, t1, res, r, a, L, a, r) \
             }                                                                               \
             for (int u = 0; u < a; u++)                                                     \
                 for (int v = 0; v < a; v++) {                                               \
@@ -194,15 +196,11 @@ cdef extern from *:
                     else for (int l = 0; l < nl; l++) mv[u][v][l] = s[l];                   \
                 }                                                                           \
             if (kind == 4) {                                                                \
-                for (int u = 0; u < 6; u++) fc_at6_##SUF(&mv[u][0], 1, &t1[u][0], 1);       \
-                for (int j = 0; j < 4; j++) fc_at6_##SUF(&t1[0][j], FC_AMAX, &res[0][j], FC_AMAX); \
+                FC_TWO_PASS(fc_at6_##SUF, mv, t1, res, 6, 4) \
             } else if (kind == 2) {                                                         \
-                for (int u = 0; u < 4; u++) fc_at4_##SUF(&mv[u][0], 1, &t1[u][0], 1);       \
-                for (int j = 0; j < 2; j++) fc_at4_##SUF(&t1[0][j], FC_AMAX, &res[0][j], FC_AMAX); \
+                FC_TWO_PASS(fc_at4_##SUF, mv, t1, res, 4, 2) \
             } else {                                                                        \
-                for (int u = 0; u < a; u++) fc_apply_##SUF(&mv[u][0], 1, &t1[u][0], 1, R, m, a); \
-                for (int j = 0; j < m; j++)                                                 \
-                    fc_apply_##SUF(&t1[0][j], FC_AMAX, &res[0][j], FC_AMAX, R, m, a);       \
+                FC_TWO_PASS(fc_apply_##SUF, mv, t1, res, a, m, R, m, a) \
             }                                                                               \
             Py_ssize_t c0 = tj0 * m;                                                        \
             Py_ssize_t n_out = ow - c0 < (Py_ssize_t)nl * m ? ow - c0 : (Py_ssize_t)nl * m; \
