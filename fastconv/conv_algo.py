@@ -78,7 +78,7 @@ def use_conv_algo(name):
         set_conv_algo(previous)
 
 
-def constraint(algo, kernel_size, stride, dilation):
+def constraint(algo, kernel_size, stride, dilation, groups=1):
     """Why ``algo`` cannot run a 2-D conv of this geometry (a sentence), or None when it can."""
     algo = _canonical(algo)
     if algo in ("im2col", "auto"):
@@ -86,29 +86,31 @@ def constraint(algo, kernel_size, stride, dilation):
     if tuple(kernel_size) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
         return (f"{algo} needs a 2-D convolution with a 3x3 kernel, stride 1 and dilation 1; this "
                 f"one has kernel {tuple(kernel_size)}, stride {tuple(stride)}, dilation {tuple(dilation)}")
+    if groups != 1:
+        return f"{algo} needs groups=1; this convolution has groups={groups}"
     return None
 
 
-def check_layer_algo(algo, kernel_size, stride, dilation):
+def check_layer_algo(algo, kernel_size, stride, dilation, groups=1):
     """Validate a layer's ``algo`` argument (None = the process-wide setting); return it canonical."""
     if algo is None:
         return None
     algo = _canonical(algo)
-    why = constraint(algo, kernel_size, stride, dilation)
+    why = constraint(algo, kernel_size, stride, dilation, groups)
     if why:
         raise ValueError(why)
     return algo
 
 
-def applicable(kernel_size, stride, dilation):
+def applicable(kernel_size, stride, dilation, groups=1):
     """The algorithms of ``ALGOS`` that can run this geometry."""
-    return [a for a in ALGOS if constraint(a, kernel_size, stride, dilation) is None]
+    return [a for a in ALGOS if constraint(a, kernel_size, stride, dilation, groups) is None]
 
 
 # ----------------------------------------------------------------------------- running
-def _run_forward(algo, x, w, b, stride, padding, dilation, filter_cache, backend):
+def _run_forward(algo, x, w, b, stride, padding, dilation, filter_cache, backend, groups=1):
     if algo == "im2col":
-        y, cache = F.conv_forward(x, w, b, stride, padding, dilation)
+        y, cache = F.conv_forward(x, w, b, stride, padding, dilation, groups)
         return y, SimpleNamespace(algo=algo, inner=cache)
     x, w, b, _ = F._conv_operands(x, w, b, in_axis=1, layout="(O, C, *kernel)")
     h, wd = x.shape[2:]
@@ -126,7 +128,8 @@ def _run_forward(algo, x, w, b, stride, padding, dilation, filter_cache, backend
     return y, SimpleNamespace(algo=algo, inner=cache)
 
 
-def conv2d_forward(x, weight, bias, stride=1, padding=0, dilation=1, algo=None, filter_cache=None):
+def conv2d_forward(x, weight, bias, stride=1, padding=0, dilation=1, algo=None, filter_cache=None,
+                   groups=1):
     """2-D convolution by ``algo`` (None: the process-wide setting): x (N, C, H, W),
     weight (O, C, kh, kw), bias (O,) or None -> (y (N, O, oh, ow), cache for
     :func:`conv2d_backward`). ``filter_cache``: a :class:`fastconv.conv_winograd.FilterCache`
@@ -138,15 +141,15 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, dilation=1, algo=None, 
     kernel = tuple(np.shape(weight)[2:])
     explicit = algo is not None
     algo = _canonical(algo) if explicit else get_conv_algo()
-    why = constraint(algo, kernel, stride, dilation)
+    why = constraint(algo, kernel, stride, dilation, groups)
     if why:
         if explicit:
             raise ValueError(why)
         algo = "im2col"  # the process-wide choice applies where it can
     backend = _backend.get_backend()
     if algo == "auto":
-        algo = _choose(x, weight, bias, stride, padding, dilation, backend)
-    return _run_forward(algo, x, weight, bias, stride, padding, dilation, filter_cache, backend)
+        algo = _choose(x, weight, bias, stride, padding, dilation, backend, groups)
+    return _run_forward(algo, x, weight, bias, stride, padding, dilation, filter_cache, backend, groups)
 
 
 def conv2d_backward(dy, cache):
@@ -180,27 +183,27 @@ def _key_str(key):
     return json.dumps(key, separators=(",", ":"))
 
 
-def _time_algo(algo, x, w, b, stride, padding, dilation, backend, dy, repeats=3):
+def _time_algo(algo, x, w, b, stride, padding, dilation, backend, dy, groups, repeats=3):
     """Best of ``repeats`` forward + backward wall times (after one warm-up call), in ms."""
     cache = conv_winograd.FilterCache()
     best = math.inf
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        y, c = _run_forward(algo, x, w, b, stride, padding, dilation, cache, backend)
+        y, c = _run_forward(algo, x, w, b, stride, padding, dilation, cache, backend, groups)
         conv2d_backward(dy if dy is not None else np.ones_like(y), c)
         if i:
             best = min(best, time.perf_counter() - t0)
     return 1e3 * best
 
 
-def _choose(x, w, b, stride, padding, dilation, backend):
+def _choose(x, w, b, stride, padding, dilation, backend, groups=1):
     key = _key(x, w, stride, padding, dilation, backend)
     _load_file()
     entry = _tuned.get(key) or _stored.pop(key, None)
     if entry is not None:
         _tuned[key] = entry
         return entry["algo"]
-    candidates = applicable(tuple(np.shape(w)[2:]), stride, dilation)
+    candidates = applicable(tuple(np.shape(w)[2:]), stride, dilation, groups)
     if len(candidates) == 1:
         _tuned[key] = {"algo": candidates[0], "times_ms": {}, "source": "only applicable algorithm"}
         return candidates[0]
@@ -208,7 +211,7 @@ def _choose(x, w, b, stride, padding, dilation, backend):
     out = [conv_output_size(x_arr.shape[2 + i], w_arr.shape[2 + i], stride[i], padding[i], dilation[i],
                             "conv") for i in range(2)]
     dy = np.random.default_rng(0).standard_normal((x_arr.shape[0], w_arr.shape[0], *out)).astype(x_arr.dtype)
-    times = {a: _time_algo(a, x_arr, w_arr, b, stride, padding, dilation, backend, dy)
+    times = {a: _time_algo(a, x_arr, w_arr, b, stride, padding, dilation, backend, dy, groups)
              for a in candidates}
     winner = min(times, key=times.get)
     _tuned[key] = {"algo": winner, "times_ms": times, "source": "measured (fwd+bwd, best of 3)"}
@@ -252,7 +255,8 @@ def _valid_entry(key, entry):
         return False
     try:
         _, xs, ws, stride, _, dilation, _, _, _ = key
-        return constraint(entry["algo"], tuple(ws)[2:], tuple(stride), tuple(dilation)) is None
+        groups = 1 if xs[1] == ws[1] else 2  # grouped convolutions have C_in/groups weight columns
+        return constraint(entry["algo"], tuple(ws)[2:], tuple(stride), tuple(dilation), groups) is None
     except (TypeError, ValueError):
         return False
 

@@ -329,3 +329,15 @@ def test_a_wrong_choice_file_is_ignored(tmp_path, monkeypatch, corrupt):
     sources = [e["source"] for e in conv_algo.tuned_choices().values()]
     assert not any(s.startswith("read from") for s in sources), sources
     assert all(e["algo"] in conv_algo.ALGOS for e in conv_algo.tuned_choices().values())
+
+
+def test_grouped_convolutions_run_im2col(backend):
+    with pytest.raises(ValueError, match="groups=1; this convolution has groups=2"):
+        fc.nn.Conv2d(4, 4, 3, groups=2, algo="winograd_f2")
+    layer = fc.nn.Conv2d(4, 4, 3, padding=1, groups=2, algo="auto")
+    layer(np.ones((1, 4, 6, 6)))
+    assert layer._recall().algo == "im2col"
+    with fc.use_conv_algo("winograd"):
+        layer.algo = None
+        layer(np.ones((1, 4, 6, 6)))
+        assert layer._recall().algo == "im2col"
