@@ -1,0 +1,74 @@
+"""``fastconv face serve``: argument parsing and start-up (``add_serve_command(subparsers)``)."""
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["add_serve_command", "cmd_serve", "build_app"]
+
+
+def add_serve_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="web page and REST API for verification and identification, with a SQLite gallery",
+        description="Serve the page at http://HOST:PORT/ and the API under /api/v1 (OpenAPI docs at /docs). "
+                    "Photos are framed like LFW (largest face found by OpenCV's Haar cascade, box enlarged "
+                    "2.2x to a 250x250 crop) and then preprocessed as the model was trained.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", "-c", help="checkpoint written by `fastconv face train` (runs on torch)")
+    src.add_argument("--model", help="converted model.npz (runs on fastconv's engine, no torch)")
+    p.add_argument("--gallery", default="gallery.db", help="SQLite gallery file (default gallery.db; created if new)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", default=None,
+                   help="require this x-api-key header on every /api route (default $FASTCONV_API_KEY, else none)")
+    p.add_argument("--threshold", type=float, default=None, help="cosine threshold (default: the model's stored one)")
+    p.add_argument("--no-detect", action="store_true",
+                   help="take images as LFW-style 250x250 crops by default (requests may still say detect=true)")
+    p.add_argument("--max-image-mb", type=float, default=10.0, help="largest accepted image, MB (default 10)")
+    p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default torch's)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device (default cpu)")
+    p.set_defaults(func=cmd_serve)
+
+
+def build_app(args):
+    """-> (FastAPI app, embedder, gallery) for parsed ``serve`` arguments; ValueError on bad input."""
+    from .app import create_app
+    from .embedder import open_embedder
+    from .gallery import Gallery
+
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if not 0 < args.max_image_mb <= 1024:
+        raise ValueError(f"--max-image-mb must be in (0, 1024], got {args.max_image_mb}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    api_key = args.api_key if args.api_key is not None else os.environ.get("FASTCONV_API_KEY") or None
+    embedder = open_embedder(checkpoint=args.checkpoint, model=args.model, threshold=args.threshold,
+                             device=args.device, threads=args.threads)
+    gallery = Gallery(args.gallery, embedder.model_id, embedder.embedding_size)
+    app = create_app(embedder, gallery, api_key=api_key, detect=not args.no_detect,
+                     max_bytes=int(args.max_image_mb * 1024 * 1024), workers=args.workers,
+                     gallery_path=os.path.abspath(args.gallery))
+    return app, embedder, gallery
+
+
+def cmd_serve(args) -> int:
+    try:
+        import uvicorn
+
+        app, embedder, gallery = build_app(args)
+    except ImportError as exc:
+        print(f"error: {exc} (pip install 'fastconv[serve]')", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model {embedder.model_id} on {embedder.engine}, threshold {embedder.threshold:.4f} "
+          f"({embedder.threshold_source}); gallery {args.gallery}: {len(gallery)} faces", flush=True)
+    print(f"serving http://{args.host}:{args.port}/ (API docs at /docs)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        gallery.close()
+    return 0
