@@ -145,6 +145,7 @@ $("enrol-btn").addEventListener("click", async () => {
     }
     $("enrol-status").textContent = `enrolled ${done} of ${files.length} photo(s) for ${name}`;
     $("enrol-status").dataset.done = String(done);
+    $("enrol-files").value = "";
   } catch (err) {
     $("enrol-error").textContent = err.message;
   }
