@@ -35,6 +35,24 @@ def _add_common(p, checkpoint=True):
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
 
 
+def _add_detect(p):
+    p.add_argument("--detect", action="store_true",
+                   help="photos, not LFW crops: frame the largest face like LFW (Haar cascade, box enlarged 2.2x "
+                        "to 250x250) first, as `fastconv face serve` does; images without a face are an error "
+                        "(verify) or skipped (embed)")
+
+
+def _loader(args):
+    """``load(path, pre) -> uint8 (3, S, S)`` for --detect or plain LFW-style images."""
+    if args.detect:
+        from .serve.pipeline import load_detected
+
+        return load_detected
+    from .data import load_image
+
+    return load_image
+
+
 def add_eval_commands(subparsers) -> None:
     """Add the ``eval``, ``verify``, ``embed`` and ``export-onnx`` subcommands."""
     from fastconv.paths import lfw_root
@@ -73,6 +91,7 @@ def add_eval_commands(subparsers) -> None:
     _add_common(p)
     p.add_argument("--threshold", type=float, default=None, help="cosine threshold (overrides the checkpoint's)")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
+    _add_detect(p)
     p.set_defaults(func=cmd_verify)
 
     # embed
@@ -85,6 +104,7 @@ def add_eval_commands(subparsers) -> None:
     _add_common(p)
     p.add_argument("--out", "-o", required=True, help="output .npy file")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
+    _add_detect(p)
     p.set_defaults(func=cmd_embed)
 
     # export-onnx
@@ -162,14 +182,14 @@ def cmd_eval(args) -> int:
 def cmd_verify(args) -> int:
     import numpy as np
 
-    from .data import load_image
     from .evaluate import embed, resolve_device
 
     try:
         device = resolve_device(args.device)
         model, meta = _load_model(args.checkpoint, device)
         pre = _preprocess(meta)
-        images = np.stack([load_image(args.image_a, pre), load_image(args.image_b, pre)])
+        load = _loader(args)
+        images = np.stack([load(args.image_a, pre), load(args.image_b, pre)])
     except (ValueError, TypeError, OSError, KeyError) as exc:
         return _fail(exc)
     e = embed(model, images, flip=not args.no_flip, device=device)
@@ -211,7 +231,7 @@ def cmd_embed(args) -> int:
         pre = _preprocess(meta)
     except (ValueError, TypeError, OSError, KeyError) as exc:
         return _fail(exc)
-    images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True)
+    images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True, load=_loader(args))
     if skipped:
         print(f"skipped {len(skipped)} unreadable images (listed in {sidecar})", file=sys.stderr)
     if not len(kept):
@@ -226,6 +246,7 @@ def cmd_embed(args) -> int:
         "checkpoint": os.fspath(args.checkpoint),
         "preprocess": pre.to_dict(),
         "flip": not args.no_flip,
+        "detect": bool(args.detect),
     }
     write_json(sidecar, info)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")

@@ -12,12 +12,16 @@ from __future__ import annotations
 import io
 import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'fastconv[serve]')")
 pytest.importorskip("httpx", reason="TestClient needs httpx")
+with warnings.catch_warnings():  # starlette >= 1.x suggests httpx2 at import; httpx works the same
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "face"))
 from face_synth import TINY, make_data  # noqa: E402
@@ -47,8 +51,6 @@ def other_checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def make_client(tiny_checkpoint):
-    from fastapi.testclient import TestClient
-
     from fastconv.face.serve.app import create_app
     from fastconv.face.serve.embedder import TorchEmbedder
     from fastconv.face.serve.gallery import Gallery

@@ -52,3 +52,19 @@ def prepare_face(data: bytes, field: str, *, detect: bool, crop: int, size: int,
         shown = frame if frame.size == (CANONICAL, CANONICAL) else centre_crop_resize(frame, CANONICAL, CANONICAL)
         url = _jpeg_url(shown)
     return PreparedFace(np.ascontiguousarray(pixels), box, detect, url)
+
+
+def load_detected(path, pre) -> np.ndarray:
+    """``fastconv face verify/embed --detect``: one image file -> uint8 (3, S, S) exactly as the service
+    prepares an upload with detection on. Raises :class:`~fastconv.face.data.UnreadableImage`
+    (also for a photo without a face)."""
+    from ..data import UnreadableImage
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return prepare_face(data, str(path), detect=True, crop=pre.crop, size=pre.size, max_bytes=len(data) + 1).pixels
+    except OSError as exc:
+        raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from None
+    except BadUpload as exc:
+        raise UnreadableImage(path, exc.message.split(": ", 1)[-1]) from None
