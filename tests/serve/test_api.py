@@ -314,3 +314,43 @@ def test_page_and_openapi(make_client, tmp_path):
     assert {"/api/v1/verify", "/api/v1/identify", "/api/v1/subjects", "/api/v1/subjects/{name}/faces",
             "/api/v1/faces/{face_id}", "/api/v1/represent", "/api/v1/health"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/api/v1/verify"]["post"]["requestBody"]["content"]
+
+
+class _BlockingEmbedder:
+    """Embedder stub whose ``embed`` waits until ``release`` is set (to hold the worker pool)."""
+
+    model_id, engine, threshold, threshold_source = "stub-0", "torch", 0.5, "test"
+    crop, size, embedding_size = 150, 16, 4
+
+    def __init__(self):
+        import threading
+
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def embed(self, crops):
+        self.entered.set()
+        assert self.release.wait(30)
+        return np.tile(np.array([[1, 0, 0, 0]], np.float32), (len(crops), 1))
+
+
+def test_inference_is_off_the_event_loop_and_bounded(tmp_path, photo):
+    import threading
+
+    from fastconv.face.serve.app import create_app
+
+    from fastapi.testclient import TestClient  # imported (warning silenced) by conftest
+
+    emb = _BlockingEmbedder()
+    app = create_app(emb, Gallery(tmp_path / "g.db", emb.model_id, 4), detect=False, workers=1, max_pending=1)
+    with TestClient(app) as c:
+        first = {}
+        t = threading.Thread(target=lambda: first.update(r=c.post("/api/v1/represent", files=_files(img=photo(1)))))
+        t.start()
+        assert emb.entered.wait(30)
+        health = c.get("/api/v1/health")  # answered while the only worker is busy
+        assert health.status_code == 200
+        busy = c.post("/api/v1/represent", files=_files(img=photo(2)))
+        assert busy.status_code == 503 and _code(busy) == "busy"
+        emb.release.set()
+        t.join(30)
+        assert first["r"].status_code == 200 and first["r"].json()["embedding"] == [1, 0, 0, 0]
