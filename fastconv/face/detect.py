@@ -52,7 +52,7 @@ class HaarDetector:
     ``cv2.CascadeClassifier`` is not documented as thread-safe, so each thread gets its own.
     """
 
-    def __init__(self, scale_factor=1.1, min_neighbors=5, min_size=24):
+    def __init__(self, scale_factor=1.1, min_neighbors=5, min_size=24, min_fraction=1 / 8):
         try:
             import cv2
         except ImportError as exc:  # pragma: no cover - only without the serve extra
@@ -60,6 +60,7 @@ class HaarDetector:
         self._cv2 = cv2
         self._path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+        self.min_fraction = min_fraction  # faces narrower than this part of the shorter side are not searched
         self._local = threading.local()
         self._cascade()  # fail now, not on the first request
 
@@ -84,8 +85,9 @@ class HaarDetector:
             grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))),
                               interpolation=cv2.INTER_AREA)
         grey = cv2.equalizeHist(grey)
+        side = max(self.min_size, int(self.min_fraction * min(grey.shape)))
         found = self._cascade().detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                                 minSize=(self.min_size, self.min_size))
+                                                 minSize=(side, side))
         return [Box(round(x / scale), round(y / scale), round(bw / scale), round(bh / scale))
                 for x, y, bw, bh in np.asarray(found).reshape(-1, 4).tolist()]
 

@@ -188,3 +188,23 @@ def _ignore_errors(fn):
         fn()
     except Exception:
         pass
+
+
+def test_bulk_add_equals_one_by_one(tmp_path):
+    rng = np.random.default_rng(4)
+    E = _unit(rng, 50)
+    names = [f"p{i % 7}" for i in range(50)]
+    bulk = Gallery(tmp_path / "bulk.db", "m-1", D)
+    bulk.bulk_add(names, E)
+    single = Gallery(tmp_path / "single.db", "m-1", D)
+    for n in sorted(set(names)):
+        single.add_subject(n)
+    for n, e in zip(names, E):
+        single.add_face(n, e, "synthetic")
+    assert [(s["name"], s["n_faces"]) for s in bulk.subjects()] == [(s["name"], s["n_faces"]) for s in single.subjects()]
+    np.testing.assert_array_equal(Gallery(tmp_path / "bulk.db", "m-1", D).embeddings, single.embeddings)
+    for q in _unit(rng, 5):
+        assert [(h.subject, h.similarity) for h in bulk.search(q, 4)] == \
+               [(h.subject, h.similarity) for h in single.search(q, 4)]
+    with pytest.raises(ValueError, match="M names"):
+        bulk.bulk_add(names[:3], E)

@@ -273,27 +273,36 @@ class Gallery:
                 self._db.execute("UPDATE subjects SET n_faces = n_faces - 1 WHERE id = ?", (row[0],))
             self._drop_rows(self._face_ids[:self._n] != int(face_id))
 
-    def bulk_add(self, name, embeddings, image_sha256="synthetic") -> None:
-        """Enrol many faces (float32 (M, D)) for ``name`` (created if new) in one transaction (benchmarks)."""
+    def bulk_add(self, names, embeddings, image_sha256="synthetic") -> None:
+        """Enrol M faces at once, one transaction: ``names[i]`` (created if new) gets ``embeddings[i]``
+        (float32 (M, D), unit rows). For benchmarks and imports."""
         E = np.asarray(embeddings, dtype=np.float32)
-        if E.ndim != 2 or E.shape[1] != self.dim:
-            raise ValueError(f"embeddings must be (M, {self.dim}), got {E.shape}")
+        if E.ndim != 2 or E.shape[1] != self.dim or len(names) != len(E):
+            raise ValueError(f"need M names and (M, {self.dim}) embeddings, got {len(names)} and {E.shape}")
+        names = [_check_name(n) for n in names]
         with self._lock:
             now = time.time()
             with self._tx():
-                row = self._db.execute("SELECT id FROM subjects WHERE name = ?", (name,)).fetchone()
-                sid = row[0] if row else self._db.execute(
-                    "INSERT INTO subjects(name, created) VALUES (?, ?)", (name, now)).lastrowid
+                known = dict(self._db.execute("SELECT name, id FROM subjects"))
+                for name in dict.fromkeys(names):
+                    if name not in known:
+                        known[name] = self._db.execute("INSERT INTO subjects(name, created) VALUES (?, ?)",
+                                                       (name, now)).lastrowid
                 first = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM faces").fetchone()[0] + 1
                 self._db.executemany(
                     "INSERT INTO faces(id, subject_id, embedding, image_sha256, model_id, created) "
                     "VALUES (?,?,?,?,?,?)",
-                    ((first + i, sid, e.astype("<f4").tobytes(), image_sha256, self.model_id, now)
-                     for i, e in enumerate(E)))
-                self._db.execute("UPDATE subjects SET n_faces = n_faces + ? WHERE id = ?", (len(E), sid))
-            self._names[sid] = name
-            for i, e in enumerate(E):
-                self._append(first + i, sid, e)
+                    ((first + i, known[n], e.astype("<f4").tobytes(), image_sha256, self.model_id, now)
+                     for i, (n, e) in enumerate(zip(names, E))))
+                counts = {}
+                for n in names:
+                    counts[known[n]] = counts.get(known[n], 0) + 1
+                self._db.executemany("UPDATE subjects SET n_faces = n_faces + ? WHERE id = ?",
+                                     [(k, sid) for sid, k in counts.items()])
+            for name, sid in known.items():
+                self._names[sid] = name
+            for i, (n, e) in enumerate(zip(names, E)):
+                self._append(first + i, known[n], e)
 
     # -- search -------------------------------------------------------------------------------
     def search(self, query, top_k=5) -> list[Hit]:
