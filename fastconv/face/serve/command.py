@@ -65,7 +65,7 @@ def cmd_serve(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"model {embedder.model_id} on {embedder.engine}, threshold {embedder.threshold:.4f} "
-          f"({embedder.threshold_source}); gallery {args.gallery}: {len(gallery)} faces", flush=True)
+          f"{embedder.threshold_source}; gallery {args.gallery}: {len(gallery)} faces", flush=True)
     print(f"serving http://{args.host}:{args.port}/ (API docs at /docs)", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
