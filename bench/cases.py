@@ -92,27 +92,27 @@ class TorchTrainRunner:
 
 # ----------------------------------------------------------------------------- torch twins
 class TorchDownsample(torch.nn.Module):
-    """fastconv Downsample2d: ``x[..., ::f, ::f].contiguous()`` (autograd does the backward)."""
+    """fastconv Downsample2d, factor (fh, fw): ``x[..., ::fh, ::fw].contiguous()`` (autograd backward)."""
 
-    def __init__(self, f):
+    def __init__(self, factor):
         super().__init__()
-        self.f = f
+        self.fh, self.fw = factor
 
     def forward(self, x):
-        return x[..., ::self.f, ::self.f].contiguous()
+        return x[..., ::self.fh, ::self.fw].contiguous()
 
 
 class TorchUpsample(torch.nn.Module):
-    """fastconv Upsample2d: zero insertion via ``new_zeros`` + strided assignment."""
+    """fastconv Upsample2d, factor (fh, fw): zero insertion via ``new_zeros`` + strided assignment."""
 
-    def __init__(self, f):
+    def __init__(self, factor):
         super().__init__()
-        self.f = f
+        self.fh, self.fw = factor
 
     def forward(self, x):
         n, c, h, w = x.shape
-        y = x.new_zeros((n, c, self.f * (h - 1) + 1, self.f * (w - 1) + 1))
-        y[..., ::self.f, ::self.f] = x
+        y = x.new_zeros((n, c, self.fh * (h - 1) + 1, self.fw * (w - 1) + 1))
+        y[..., ::self.fh, ::self.fw] = x
         return y
 
 

@@ -5,6 +5,8 @@ always loads; the compiled ones register a loader here and are imported lazily.
 """
 import contextlib
 import importlib
+import numbers
+import operator
 import os
 
 # name -> (module path, how to get it when it does not load); listed fastest first.
@@ -104,12 +106,24 @@ def use_backend(name):
         set_backend(previous)
 
 
+# Far above any CPU's hardware threads today, far below what OpenMP/BLAS choke on (they
+# allocate per-thread state); a fixed bound, so a script is accepted on every machine alike.
+MAX_THREADS = 4096
+
+
 def set_num_threads(n):
-    """Set the thread count of OpenMP (Cython kernels), Numba and BLAS together."""
-    if isinstance(n, bool) or not isinstance(n, int):
+    """Set the thread count of OpenMP (Cython kernels), Numba and BLAS together.
+
+    n: an int (Python or NumPy) in [1, MAX_THREADS]; otherwise TypeError/ValueError and
+    nothing is changed. Numba uses at most ``NUMBA_NUM_THREADS`` (its pool size at import).
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
+    n = operator.index(n)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"n must be <= {MAX_THREADS} (fastconv's thread limit), got {n}")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(n)
     try:

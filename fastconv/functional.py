@@ -6,6 +6,10 @@ Each ``*_forward`` validates its arguments, runs the current backend's kernels
 The backend chosen at forward time also runs the backward. 1-D operations are the
 2-D ones with a height of 1.
 
+Geometry arguments (kernel_size, stride, padding, dilation, output_padding, factor) are an
+int or an ``nd``-tuple, as the layers store them; ``_validate.pair`` checks them and turns
+them into the ``(h, w)`` pair the kernels take.
+
 Sizes: ``out = floor((in + 2p - d(k-1) - 1)/s) + 1`` (conv, pooling with d = 1);
 transposed conv: ``out = (in - 1)s - 2p + d(k-1) + output_padding + 1``.
 """
@@ -14,8 +18,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import _backend
-from ._validate import (as_float_array, check_grad_shape, conv_output_size, int_tuple,
-                        same_dtype)
+from ._validate import (as_float_array, check_grad_shape, check_grid_side, check_size, conv_output_size,
+                        pair, same_dtype)
 
 
 def _grad(dy, cache):
@@ -29,15 +33,6 @@ def _spatial(x, spatial_dims, name):
     layout = "(N, C, W)" if spatial_dims == 1 else "(N, C, H, W)"
     x = as_float_array(x, name, 2 + spatial_dims, layout)
     return x if spatial_dims == 2 else x[:, :, None, :]
-
-
-def _params2d(spatial_dims, **params):
-    """Normalise int-or-tuple params to 2-D tuples; 1-D params get height 1 (padding 0)."""
-    out = {}
-    for name, (value, minimum) in params.items():
-        t = int_tuple(value, spatial_dims, name, minimum)
-        out[name] = t if spatial_dims == 2 else ((0 if minimum == 0 else 1),) + t
-    return out
 
 
 def _to_nd(y, spatial_dims):
@@ -74,12 +69,15 @@ def conv_forward(x, weight, bias, stride=1, padding=0, dilation=1):
     -> y: (N, O, ow) or (N, O, oh, ow), plus the cache for :func:`conv_backward`.
     """
     x, w, bias, nd = _conv_operands(x, weight, bias, in_axis=1, layout="(O, C, *kernel)")
-    p = _params2d(nd, stride=(stride, 1), padding=(padding, 0), dilation=(dilation, 1))
-    (sh, sw), (ph, pw), (dh, dw) = p["stride"], p["padding"], p["dilation"]
+    sh, sw = pair(stride, nd, "stride", 1)
+    ph, pw = pair(padding, nd, "padding", 0)
+    dh, dw = pair(dilation, nd, "dilation", 1)
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     oh = conv_output_size(h, kh, sh, ph, dh, "conv (height)")
     ow = conv_output_size(wd, kw, sw, pw, dw, "conv (width)")
+    check_size("conv column buffer (N*C*kh*kw*oh*ow)", n, c, kh, kw, oh, ow)
+    check_size("conv output (N*O*oh*ow)", n, o, oh, ow)
     kernels = _backend.backend_module()
     cols = kernels.im2col2d(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)  # (N, C*kh*kw, oh*ow)
     w2 = w.reshape(o, c * kh * kw)
@@ -120,10 +118,10 @@ def conv_transpose_forward(x, weight, bias, stride=1, padding=0, output_padding=
     ``out = (in - 1)s - 2p + d(k-1) + output_padding + 1``. y = col2im(w^T @ x) + b.
     """
     x, w, bias, nd = _conv_operands(x, weight, bias, in_axis=0, layout="(Cin, Cout, *kernel)")
-    p = _params2d(nd, stride=(stride, 1), padding=(padding, 0), dilation=(dilation, 1),
-                  output_padding=(output_padding, 0))
-    (sh, sw), (ph, pw), (dh, dw), (oph, opw) = (p["stride"], p["padding"], p["dilation"],
-                                                p["output_padding"])
+    sh, sw = pair(stride, nd, "stride", 1)
+    ph, pw = pair(padding, nd, "padding", 0)
+    dh, dw = pair(dilation, nd, "dilation", 1)
+    oph, opw = pair(output_padding, nd, "output_padding", 0)
     for op, s, d in ((oph, sh, dh), (opw, sw, dw)):
         if op >= s and op >= d:
             raise ValueError(f"output_padding must be smaller than stride or dilation, got "
@@ -135,6 +133,10 @@ def conv_transpose_forward(x, weight, bias, stride=1, padding=0, output_padding=
     if out_h < 1 or out_w < 1:
         raise ValueError(f"transposed conv output would be {out_h}x{out_w}: padding {padding} is too "
                          f"large for input {h}x{wd} and kernel {kh}x{kw}")
+    check_grid_side(out_h, "transposed conv output height")
+    check_grid_side(out_w, "transposed conv output width")
+    check_size("transposed conv column buffer (N*Cout*kh*kw*H*W)", n, cout, kh, kw, h, wd)
+    check_size("transposed conv output (N*Cout*out_h*out_w)", n, cout, out_h, out_w)
     kernels = _backend.backend_module()
     w2 = w.reshape(cin, cout * kh * kw)
     cols = np.matmul(w2.T, x.reshape(n, cin, h * wd))  # (N, Cout*kh*kw, H*W)
@@ -172,13 +174,15 @@ def conv_transpose_backward(dy, cache):
 # ----------------------------------------------------------------------------- pooling
 def _pool_geometry(x, nd, kernel_size, stride, padding, what):
     stride = kernel_size if stride is None else stride
-    p = _params2d(nd, kernel_size=(kernel_size, 1), stride=(stride, 1), padding=(padding, 0))
-    (kh, kw), (sh, sw), (ph, pw) = p["kernel_size"], p["stride"], p["padding"]
+    kh, kw = pair(kernel_size, nd, "kernel_size", 1)
+    sh, sw = pair(stride, nd, "stride", 1)
+    ph, pw = pair(padding, nd, "padding", 0)
     if ph > kh // 2 or pw > kw // 2:
         raise ValueError(f"{what}: padding must be at most half the kernel size, got padding "
                          f"{padding} for kernel_size {kernel_size}")
     oh = conv_output_size(x.shape[2], kh, sh, ph, 1, f"{what} (height)")
     ow = conv_output_size(x.shape[3], kw, sw, pw, 1, f"{what} (width)")
+    check_size(f"{what} output (N*C*oh*ow)", x.shape[0], x.shape[1], oh, ow)
     return kh, kw, sh, sw, ph, pw, oh, ow
 
 
@@ -235,7 +239,10 @@ def avg_pool_backward(dy, cache):
 def upsample_forward(x, factor, nd=2):
     """Zero insertion by ``factor``: x (N, C, *in) -> y (N, C, *(k(in-1)+1))."""
     x = _spatial(x, nd, "input")
-    (fh, fw) = _params2d(nd, factor=(factor, 1))["factor"]
+    fh, fw = pair(factor, nd, "factor", 1)
+    oh = check_grid_side(fh * (x.shape[2] - 1) + 1, "upsampled height")
+    ow = check_grid_side(fw * (x.shape[3] - 1) + 1, "upsampled width")
+    check_size("upsample output (N*C*oh*ow)", x.shape[0], x.shape[1], oh, ow)
     kernels = _backend.backend_module()
     y = kernels.upsample2d_forward(x, fh, fw)
     cache = SimpleNamespace(kernels=kernels, factor=(fh, fw), nd=nd, out_shape=_to_nd(y, nd).shape,
@@ -253,7 +260,7 @@ def upsample_backward(dy, cache):
 def downsample_forward(x, factor, nd=2):
     """Keep every ``factor``-th sample: x (N, C, *in) -> y = x[..., ::k] (N, C, *ceil(in/k))."""
     x = _spatial(x, nd, "input")
-    (fh, fw) = _params2d(nd, factor=(factor, 1))["factor"]
+    fh, fw = pair(factor, nd, "factor", 1)
     kernels = _backend.backend_module()
     y = kernels.downsample2d_forward(x, fh, fw)
     cache = SimpleNamespace(kernels=kernels, factor=(fh, fw), nd=nd, x_shape=x.shape,

@@ -4,8 +4,9 @@
 Every public function has the contract's signature, allocates its output with the
 input's dtype (float32 or float64, through the fused type ``floating``) and runs a
 ``nogil`` loop, parallel with OpenMP over the flattened (batch, channel) planes (im2col:
-over the rows of ``cols``). Integer arguments are checked against the array shapes
-before any loop runs, so no argument can make a loop read or write out of bounds.
+over the rows of ``cols``). Integer arguments are range-checked (every int in [0 or 1,
+2**31 - 1], buffer sizes multiplied with an overflow check) and checked against the array
+shapes before any loop runs, so no argument can make a loop read or write out of bounds.
 
 Float exactness: every sum is accumulated in the same order as the reference
 (kernel offset i, then j, for col2im and the pools; flat output order for the max-pool
@@ -18,6 +19,9 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.math cimport INFINITY
 from libc.string cimport memcpy, memset
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
 
 NAME = "cython"
 
@@ -85,32 +89,49 @@ cdef inline int _threads(Py_ssize_t work) noexcept nogil:
 
 
 # ----------------------------------------------------------------------------- checks
-cdef _check_positive(str what, Py_ssize_t v):
-    if v < 1:
-        raise ValueError(f"{what} must be >= 1, got {v}")
+# The guard of direct calls (the layer API checks the same first, in fastconv._validate):
+# every int argument lies in [0 or 1, _INDEX_MAX] (fastconv._validate.INDEX_MAX), so that a
+# product or sum of two of them cannot wrap Py_ssize_t, and buffer sizes are multiplied with
+# _mul, which raises instead of wrapping. Ints past Py_ssize_t raise OverflowError on entry.
+cdef Py_ssize_t _INDEX_MAX = 2147483647
 
 
-cdef _check_nonneg(str what, Py_ssize_t v):
-    if v < 0:
-        raise ValueError(f"{what} must be >= 0, got {v}")
+cdef int _check_int(str what, Py_ssize_t v, Py_ssize_t lo) except -1:
+    if v < lo or v > _INDEX_MAX:
+        raise ValueError(f"{what} must be in [{lo}, {_INDEX_MAX}], got {v}")
+    return 0
+
+
+cdef Py_ssize_t _mul(Py_ssize_t a, Py_ssize_t b) except -1:
+    """a*b for a, b >= 0; ValueError where Py_ssize_t would wrap."""
+    if b != 0 and a > PY_SSIZE_T_MAX // b:
+        raise ValueError(f"a buffer of {a} x {b} elements is past the index limit 2**63 - 1")
+    return a * b
+
+
+cdef inline Py_ssize_t _work(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """a*b saturated at PY_SSIZE_T_MAX: a work estimate for the thread count only."""
+    if b != 0 and a > PY_SSIZE_T_MAX // b:
+        return PY_SSIZE_T_MAX
+    return a * b
 
 
 cdef _check_grid(Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw,
                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow):
-    """The (oh, ow) grid of windows must fit the padded (h, w) input."""
-    _check_nonneg("h", h)
-    _check_nonneg("w", w)
-    _check_positive("kh", kh)
-    _check_positive("kw", kw)
-    _check_positive("sh", sh)
-    _check_positive("sw", sw)
-    _check_nonneg("ph", ph)
-    _check_nonneg("pw", pw)
-    _check_positive("dh", dh)
-    _check_positive("dw", dw)
-    _check_positive("oh", oh)
-    _check_positive("ow", ow)
+    """Every int in range, and the (oh, ow) grid of windows fits the padded (h, w) input."""
+    _check_int("h", h, 0)
+    _check_int("w", w, 0)
+    _check_int("kh", kh, 1)
+    _check_int("kw", kw, 1)
+    _check_int("sh", sh, 1)
+    _check_int("sw", sw, 1)
+    _check_int("ph", ph, 0)
+    _check_int("pw", pw, 0)
+    _check_int("dh", dh, 1)
+    _check_int("dw", dw, 1)
+    _check_int("oh", oh, 1)
+    _check_int("ow", ow, 1)
     if (oh - 1) * sh + (kh - 1) * dh + 1 > h + 2 * ph:
         raise ValueError(f"output height {oh} needs more rows than the padded input has "
                          f"(H={h}, kh={kh}, sh={sh}, ph={ph}, dh={dh})")
@@ -230,8 +251,10 @@ def im2col2d(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ss
     """x (N, C, H, W) -> cols (N, C*kh*kw, oh*ow); see fastconv.reference.im2col2d."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     _check_grid(H, W, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+    cdef Py_ssize_t rows = _mul(_mul(C, kh), kw), L = _mul(oh, ow)
+    _mul(_mul(N, rows), L)
     dtype = np.float32 if floating is float else np.float64
-    out = np.empty((N, C * kh * kw, oh * ow), dtype=dtype)
+    out = np.empty((N, rows, L), dtype=dtype)
     cdef floating[:, :, ::1] cols = out
     if out.size == 0 or x.size == 0:
         if out.size:
@@ -285,12 +308,13 @@ def col2im2d(const floating[:, :, ::1] cols, Py_ssize_t c, Py_ssize_t h, Py_ssiz
              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
              Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow):
     """cols (N, c*kh*kw, oh*ow) -> x (N, c, h, w), summing overlaps; see fastconv.reference.col2im2d."""
-    _check_nonneg("c", c)
+    _check_int("c", c, 0)
     _check_grid(h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
     cdef Py_ssize_t N = cols.shape[0]
-    if cols.shape[1] != c * kh * kw or cols.shape[2] != oh * ow:
+    cdef Py_ssize_t rows = _mul(_mul(c, kh), kw), L = _mul(oh, ow)
+    if cols.shape[1] != rows or cols.shape[2] != L:
         raise ValueError(f"cols has shape {(cols.shape[0], cols.shape[1], cols.shape[2])}, expected "
-                         f"({N}, {c * kh * kw}, {oh * ow}) for c={c}, kernel {kh}x{kw}, "
+                         f"({N}, {rows}, {L}) for c={c}, kernel {kh}x{kw}, "
                          f"output grid {oh}x{ow}")
     dtype = np.float32 if floating is float else np.float64
     out = np.zeros((N, c, h, w), dtype=dtype)
@@ -310,7 +334,7 @@ cdef void _maxpool_fwd(const floating* x, floating* y, int64_t* idx, Py_ssize_t 
                        Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
     cdef Py_ssize_t nc
     for nc in prange(NC, nogil=True, schedule="static",
-                     num_threads=_threads(NC * oh * ow * kh * kw)):
+                     num_threads=_threads(_work(NC * oh * ow, kh * kw))):
         _maxpool_fwd_plane(x + nc * H * W, y + nc * oh * ow, idx + nc * oh * ow,
                            H, W, kh, kw, sh, sw, ph, pw, oh, ow)
 
@@ -403,8 +427,8 @@ cdef inline int _maxpool_bwd_plane(const floating* dy, const int64_t* idx, float
 def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
                        Py_ssize_t h, Py_ssize_t w):
     """dy, idx (N, C, oh, ow) -> dx (N, C, h, w); see fastconv.reference.maxpool2d_backward."""
-    _check_nonneg("h", h)
-    _check_nonneg("w", w)
+    _check_int("h", h, 0)
+    _check_int("w", w, 0)
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1]
     cdef tuple ishape = (idx.shape[0], idx.shape[1], idx.shape[2], idx.shape[3])
     cdef tuple gshape = (dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3])
@@ -433,7 +457,7 @@ cdef void _avgpool_fwd(const floating* x, floating* y, Py_ssize_t NC, Py_ssize_t
                        Py_ssize_t ow) noexcept nogil:
     cdef Py_ssize_t nc
     for nc in prange(NC, nogil=True, schedule="static",
-                     num_threads=_threads(NC * oh * ow * kh * kw)):
+                     num_threads=_threads(_work(NC * oh * ow, kh * kw))):
         _avgpool_fwd_plane(x + nc * H * W, y + nc * oh * ow, H, W, kh, kw, sh, sw, ph, pw,
                            oh, ow)
 
@@ -501,7 +525,7 @@ cdef void _avgpool_bwd(const floating* dy, floating* dx, Py_ssize_t NC, Py_ssize
                        Py_ssize_t ow) noexcept nogil:
     cdef Py_ssize_t nc
     for nc in prange(NC, nogil=True, schedule="static",
-                     num_threads=_threads(NC * oh * ow * kh * kw)):
+                     num_threads=_threads(_work(NC * oh * ow, kh * kw))):
         _avgpool_bwd_plane(dy + nc * oh * ow, dx + nc * H * W, H, W, kh, kw, sh, sw, ph, pw,
                            oh, ow)
 
@@ -583,11 +607,11 @@ cdef inline void _strided_copy_plane(const floating* src, floating* dst, Py_ssiz
 
 def upsample2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t fh, Py_ssize_t fw):
     """x (N, C, H, W) -> y (N, C, fh*(H-1)+1, fw*(W-1)+1), zeros between the samples."""
-    _check_positive("fh", fh)
-    _check_positive("fw", fw)
+    _check_int("fh", fh, 1)
+    _check_int("fw", fw, 1)
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    _check_positive("H", H)
-    _check_positive("W", W)
+    _check_int("H", H, 1)
+    _check_int("W", W, 1)
     cdef Py_ssize_t Ho = fh * (H - 1) + 1, Wo = fw * (W - 1) + 1
     dtype = np.float32 if floating is float else np.float64
     out = np.zeros((N, C, Ho, Wo), dtype=dtype)
@@ -601,8 +625,8 @@ def upsample2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t fh, Py_ssize_t
 
 def upsample2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t fh, Py_ssize_t fw):
     """dy (N, C, H', W') -> dx = dy[..., ::fh, ::fw] (a new contiguous array)."""
-    _check_positive("fh", fh)
-    _check_positive("fw", fw)
+    _check_int("fh", fh, 1)
+    _check_int("fw", fw, 1)
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], Hi = dy.shape[2], Wi = dy.shape[3]
     cdef Py_ssize_t H = (Hi + fh - 1) // fh, W = (Wi + fw - 1) // fw
     dtype = np.float32 if floating is float else np.float64
@@ -617,8 +641,8 @@ def upsample2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t fh, Py_ssize
 
 def downsample2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t fh, Py_ssize_t fw):
     """x (N, C, H, W) -> y = x[..., ::fh, ::fw], shape (N, C, ceil(H/fh), ceil(W/fw))."""
-    _check_positive("fh", fh)
-    _check_positive("fw", fw)
+    _check_int("fh", fh, 1)
+    _check_int("fw", fw, 1)
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho = (H + fh - 1) // fh, Wo = (W + fw - 1) // fw
     dtype = np.float32 if floating is float else np.float64
@@ -634,10 +658,10 @@ def downsample2d_forward(const floating[:, :, :, ::1] x, Py_ssize_t fh, Py_ssize
 def downsample2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t h, Py_ssize_t w,
                           Py_ssize_t fh, Py_ssize_t fw):
     """dy (N, C, ceil(h/fh), ceil(w/fw)) -> dx zeros (N, C, h, w) with dx[..., ::fh, ::fw] = dy."""
-    _check_positive("fh", fh)
-    _check_positive("fw", fw)
-    _check_nonneg("h", h)
-    _check_nonneg("w", w)
+    _check_int("fh", fh, 1)
+    _check_int("fw", fw, 1)
+    _check_int("h", h, 0)
+    _check_int("w", w, 0)
     cdef Py_ssize_t N = dy.shape[0], C = dy.shape[1], Hi = dy.shape[2], Wi = dy.shape[3]
     if Hi != (h + fh - 1) // fh or Wi != (w + fw - 1) // fw:
         raise ValueError(f"dy has spatial shape ({Hi}, {Wi}), expected "

@@ -1,9 +1,9 @@
 """Numba backend of the kernel contract (docs/KERNELS.md).
 
 Every public function has exactly the signature of its twin in ``fastconv/reference.py``:
-it checks the shapes with a few integer comparisons (so that no call, however wrong, can
-read or write outside an array), allocates the output in the input dtype and runs a
-``@njit(parallel=True)`` kernel. The kernels split their work with ``prange`` over
+it checks its arguments with ``fastconv._validate`` (arrays, ints in [0 or 1, 2**31 - 1],
+windows that fit, element counts; so that no call, however wrong, can read or write outside
+an array), allocates the output in the input dtype and runs a ``@njit(parallel=True)`` kernel. The kernels split their work with ``prange`` over
 independent pieces of the output (rows of ``cols``; bands of rows of one (n, c) plane; whole
 planes for the max pool backward), so no two threads ever write the same element and the
 result does not depend on the thread count.
@@ -23,11 +23,11 @@ Compiled kernels are cached on disk (``cache=True``, in ``kernels/__pycache__`` 
 is writable, else Numba's user-wide cache), so only the very first process pays the JIT
 compile (~15-40 s for everything on a 2-core machine; a warm start loads in < 1 s).
 """
-import operator
-
 import numba
 import numpy as np
 from numba import njit, prange
+
+from fastconv._validate import as_float_array, check_index, check_size, check_window_fits
 
 NAME = "numba"
 
@@ -36,15 +36,11 @@ _JIT = dict(parallel=True, cache=True, fastmath=False, nogil=True)
 # branch, which otherwise blocks vectorisation (~2-5x slower copies). Every such index is
 # non-negative by construction (the valid q-ranges are clamped first).
 _U = numba.types.uintp
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def set_num_threads(n):
     """Use ``n`` threads in the kernels (capped at ``numba.config.NUMBA_NUM_THREADS``)."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    n = check_index(n, "n", 1)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
@@ -359,33 +355,12 @@ def _scatter(src, dst, fh, fw, bands):
 
 # ============================================================================ wrappers
 def _array(x, name, ndim=4):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
-    if x.dtype not in _FLOATS:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
-    return np.ascontiguousarray(x)
-
-
-_INT_MAX = 2**31 - 1  # keeps every index product of the kernels inside int64
+    return as_float_array(x, name, ndim, "(N, C, H, W)" if ndim == 4 else "(N, rows, cols)", empty_ok=True)
 
 
 def _ints(values, names, minimum):
-    out = []
-    for v, name in zip(values, names):
-        v = operator.index(v)
-        if not minimum <= v <= _INT_MAX:
-            raise ValueError(f"{name} must be in [{minimum}, {_INT_MAX}], got {v}")
-        out.append(v)
-    return out
-
-
-def _fits(size, k, s, p, d, o, what):
-    """The windows of an ``o``-long output grid must fit the padded input."""
-    if (o - 1) * s + d * (k - 1) + 1 > size + 2 * p:
-        raise ValueError(f"{what}: output size {o} (kernel {k}, stride {s}, dilation {d}) does not "
-                         f"fit the input size {size} with padding {p}")
+    """Every index product of the kernels stays inside int64 (see fastconv._validate)."""
+    return [check_index(v, name, minimum) for v, name in zip(values, names)]
 
 
 _TASKS_PER_THREAD = 4
@@ -420,8 +395,9 @@ def im2col2d(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
                                            ("kh", "kw", "sh", "sw", "dh", "dw", "oh", "ow"), 1)
     ph, pw = _ints((ph, pw), ("ph", "pw"), 0)
     n, c, h, w = x.shape
-    _fits(h, kh, sh, ph, dh, oh, "im2col2d (height)")
-    _fits(w, kw, sw, pw, dw, ow, "im2col2d (width)")
+    check_window_fits(h, kh, sh, ph, dh, oh, "im2col2d (height)")
+    check_window_fits(w, kw, sw, pw, dw, ow, "im2col2d (width)")
+    check_size("im2col2d cols", n, c, kh, kw, oh, ow)
     cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
     if cols.size:
         _launch(_im2col, cols.size, x.reshape(n * c, h, w), cols.reshape(n * c, kh * kw, oh * ow),
@@ -438,8 +414,8 @@ def col2im2d(cols, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     n = cols.shape[0]
     if cols.shape != (n, c * kh * kw, oh * ow):
         raise ValueError(f"cols must have shape {(n, c * kh * kw, oh * ow)}, got {cols.shape}")
-    _fits(h, kh, sh, ph, dh, oh, "col2im2d (height)")
-    _fits(w, kw, sw, pw, dw, ow, "col2im2d (width)")
+    check_window_fits(h, kh, sh, ph, dh, oh, "col2im2d (height)")
+    check_window_fits(w, kw, sw, pw, dw, ow, "col2im2d (width)")
     x = np.empty((n, c, h, w), dtype=cols.dtype)
     if x.size:
         _launch(_col2im, cols.size + x.size, cols.reshape(n * c, kh * kw, oh * ow),
@@ -451,8 +427,8 @@ def _pool_args(x, kh, kw, sh, sw, ph, pw, oh, ow):
     x = _array(x, "x")
     kh, kw, sh, sw, oh, ow = _ints((kh, kw, sh, sw, oh, ow), ("kh", "kw", "sh", "sw", "oh", "ow"), 1)
     ph, pw = _ints((ph, pw), ("ph", "pw"), 0)
-    _fits(x.shape[2], kh, sh, ph, 1, oh, "pool (height)")
-    _fits(x.shape[3], kw, sw, pw, 1, ow, "pool (width)")
+    check_window_fits(x.shape[2], kh, sh, ph, 1, oh, "pool (height)")
+    check_window_fits(x.shape[3], kw, sw, pw, 1, ow, "pool (width)")
     return x, kh, kw, sh, sw, ph, pw, oh, ow
 
 
@@ -509,8 +485,8 @@ def avgpool2d_backward(dy, h, w, kh, kw, sh, sw, ph, pw):
     h, w, ph, pw = _ints((h, w, ph, pw), ("h", "w", "ph", "pw"), 0)
     n, c, oh, ow = dy.shape
     if oh and ow:
-        _fits(h, kh, sh, ph, 1, oh, "avgpool2d_backward (height)")
-        _fits(w, kw, sw, pw, 1, ow, "avgpool2d_backward (width)")
+        check_window_fits(h, kh, sh, ph, 1, oh, "avgpool2d_backward (height)")
+        check_window_fits(w, kw, sw, pw, 1, ow, "avgpool2d_backward (width)")
     dx = np.empty((n, c, h, w), dtype=dy.dtype)
     if dx.size:
         _launch(_avgpool_bwd, dy.size * kh * kw + dx.size, dy.reshape(n * c, oh, ow),
@@ -542,7 +518,9 @@ def upsample2d_forward(x, fh, fw):
     n, c, h, w = x.shape
     if h < 1 or w < 1:
         raise ValueError(f"x must have H, W >= 1, got shape {x.shape}")
-    return _scatter4(x, n, c, fh * (h - 1) + 1, fw * (w - 1) + 1, fh, fw)
+    oh, ow = fh * (h - 1) + 1, fw * (w - 1) + 1
+    check_size("upsample2d_forward output", n, c, oh, ow)
+    return _scatter4(x, n, c, oh, ow, fh, fw)
 
 
 def upsample2d_backward(dy, fh, fw):

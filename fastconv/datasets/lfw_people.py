@@ -4,7 +4,9 @@ Each deep-funneled 250x250 JPEG is turned to grey (Pillow "L"), centre-cropped t
 ``crop`` x ``crop`` square (the funneled faces are centred; 100 px keeps brows, eyes, nose
 and mouth and drops hair and background: it classified better than 90, 105, 120 or 135 px) and resized to ``size`` x ``size`` (bilinear, with
 antialiasing). The decoded uint8 images are cached once in
-``fastconv.paths.cache_dir()/lfw_people_<settings>.npz``; later calls load the cache.
+``fastconv.paths.cache_dir()/lfw_people_<settings>.npy`` with a ``.json`` manifest holding labels,
+names and a checksum (:mod:`fastconv.cache`); later calls verify and load it, and a damaged entry
+is warned about once and rebuilt.
 
 With the defaults (``min_faces=20``) this gives 62 people and 3,023 images.
 """
@@ -15,12 +17,12 @@ import sys
 
 import numpy as np
 
-from ..atomic import atomic_write
+from .. import cache as array_cache
 from ..images import centre_crop_resize
 from ..paths import cache_dir, lfw_root
 from ..paths import image_dir as lfw_image_dir
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -83,6 +85,21 @@ def _decode_all(image_dir, min_faces, size, crop, verbose):
     return np.stack(images), np.asarray(labels, np.int64), names, skipped
 
 
+def _check_entry(images, index, size):
+    """Range checks of a cache entry (raises ValueError): one label in 0..K-1 per image of size x size."""
+    labels, names = np.asarray(index["labels"]), index["names"]
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (size, size):
+        raise ValueError(f"images are {images.dtype} {images.shape}, expected uint8 (N, {size}, {size})")
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{labels.shape} labels for {len(images)} images")
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError("names must be a non-empty list of strings")
+    if labels.min() < 0 or labels.max() >= len(names):
+        raise ValueError(f"labels outside 0..{len(names) - 1}")
+    if isinstance(index["skipped"], bool) or not isinstance(index["skipped"], int):
+        raise ValueError("skipped must be an int")
+
+
 def load_lfw_people(min_faces=20, size=32, crop=100, root=None, cache=True, verbose=True):
     """Load (and cache) the LFW people with at least ``min_faces`` images -> :class:`LFWPeople`.
 
@@ -96,16 +113,19 @@ def load_lfw_people(min_faces=20, size=32, crop=100, root=None, cache=True, verb
         raise FileNotFoundError(f"LFW images not found at {image_dir}; set FASTCONV_LFW to the "
                                 f"folder holding lfw-deepfunneled/")
     key = hashlib.sha1(f"{_CACHE_VERSION}|{image_dir.resolve()}|{min_faces}|{size}|{crop}".encode())
-    path = cache_dir() / f"lfw_people_m{min_faces}_s{size}_c{crop}_{key.hexdigest()[:10]}.npz"
-    if cache and path.exists():
-        with np.load(path) as z:
-            images, labels = z["images"], z["labels"]
-            names, skipped = [str(n) for n in z["names"]], int(z["skipped"])
+    base = cache_dir() / f"lfw_people_m{min_faces}_s{size}_c{crop}_{key.hexdigest()[:10]}"
+    cached = array_cache.load(base, check=lambda a, index: _check_entry(a, index, size)) if cache else None
+    if cached is not None:
+        images, index = cached
+        labels, names, skipped = np.asarray(index["labels"], np.int64), index["names"], index["skipped"]
     else:
         images, labels, names, skipped = _decode_all(image_dir, min_faces, size, crop, verbose)
         if cache:
-            atomic_write(path, lambda f: np.savez_compressed(f, images=images, labels=labels,
-                                                             names=np.asarray(names), skipped=skipped))
+            index = {"labels": labels.tolist(), "names": names, "skipped": skipped}
+            try:
+                array_cache.save(base, images, index)
+            except OSError as exc:
+                print(f"lfw_people: could not write the cache {base}.npy: {exc}", file=sys.stderr)
     x = (images.astype(np.float32) / 255.0)[:, None]
     return LFWPeople(x, labels, names, skipped)
 

@@ -9,13 +9,14 @@ ablation continues where it stopped, with the results an uninterrupted one would
 
 Writes ``out/ablation.json`` (one record per variant) and ``out/ablation.md`` (a table).
 """
+import concurrent.futures
 import json
 import pathlib
 import subprocess
 import sys
 import time
 
-from ..atomic import atomic_write, write_json
+from ..atomic import write_json, write_text
 
 VARIANT_NAMES = ("recipe", "ce-only", "cutmix", "mixup", "perspective", "label-smoothing", "dropblock")
 
@@ -84,6 +85,31 @@ def _command(config, overrides, run_dir):
     return cmd
 
 
+def _train_variant(config, out, name, variant, extra):
+    """Train one variant in its own ``fastconv face train`` process; write its result.json. -> success."""
+    change, overrides = variant
+    run_dir = out / name
+    run_dir.mkdir(exist_ok=True)
+    cmd = _command(config, extra + overrides, run_dir)
+    print(f"[ablation] start {name}: {' '.join(cmd[2:])}", flush=True)
+    t0 = time.time()
+    with open(run_dir / "train.log", "a") as log:
+        returncode = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    epochs = _epoch_records(run_dir)
+    if returncode != 0 or not epochs:
+        print(f"[ablation] {name} failed (exit {returncode}): {_last_line(run_dir / 'train.log')} "
+              f"(log: {run_dir / 'train.log'})", flush=True)
+        return False
+    rec = epochs[-1]
+    write_json(run_dir / "result.json", {
+        "variant": name, "change": change, "overrides": overrides, "devtest_eer": rec["val_eer"],
+        "devtest_accuracy": rec["val_accuracy"], "epochs": len(epochs), "minutes": rec["minutes_total"],
+        "wall_minutes": (time.time() - t0) / 60})
+    print(f"[ablation] done {name}: DevTest EER {rec['val_eer']:.4f}, accuracy "
+          f"{rec['val_accuracy']:.4f}, {rec['minutes_total']:.1f} min", flush=True)
+    return True
+
+
 def run_ablation(config, out, names=None, jobs=1, extra=()):
     """Train the variants ``names`` (default all of :data:`VARIANT_NAMES`) of preset ``config``.
 
@@ -102,43 +128,14 @@ def run_ablation(config, out, names=None, jobs=1, extra=()):
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     todo = [n for n in names if not (out / n / "result.json").is_file()]
-    running = {}
-    failed = []
-    while todo or running:
-        while todo and len(running) < jobs:
-            name = todo.pop(0)
-            run_dir = out / name
-            run_dir.mkdir(exist_ok=True)
-            log = open(run_dir / "train.log", "a")
-            cmd = _command(config, list(extra) + table[name][1], run_dir)
-            print(f"[ablation] start {name}: {' '.join(cmd[2:])}", flush=True)
-            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time())
-        time.sleep(1.0)
-        for name, (proc, log, t0) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[name]
-            epochs = _epoch_records(out / name)
-            if proc.returncode != 0 or not epochs:
-                failed.append(name)
-                print(f"[ablation] {name} failed (exit {proc.returncode}): {_last_line(out / name / 'train.log')} "
-                      f"(log: {out / name / 'train.log'})", flush=True)
-                continue
-            rec = epochs[-1]
-            result = {"variant": name, "change": table[name][0], "overrides": table[name][1],
-                      "devtest_eer": rec["val_eer"], "devtest_accuracy": rec["val_accuracy"],
-                      "epochs": len(epochs), "minutes": rec["minutes_total"],
-                      "wall_minutes": (time.time() - t0) / 60}
-            write_json(out / name / "result.json", result)
-            print(f"[ablation] done {name}: DevTest EER {rec['val_eer']:.4f}, accuracy "
-                  f"{rec['val_accuracy']:.4f}, {rec['minutes_total']:.1f} min", flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:  # each thread waits on one process
+        outcomes = list(pool.map(lambda n: _train_variant(config, out, n, table[n], list(extra)), todo))
+    failed = [name for name, ok in zip(todo, outcomes) if not ok]
     results = [json.loads((out / n / "result.json").read_text()) for n in names
                if (out / n / "result.json").is_file()]
     write_json(out / "ablation.json", {"config": config, "extra": list(extra), "results": results,
                                         "failed": failed})
-    table_md = markdown_table(results)
-    atomic_write(out / "ablation.md", lambda fh: fh.write(table_md.encode()))
+    write_text(out / "ablation.md", markdown_table(results))
     if failed:
         raise RuntimeError(f"ablation variants failed: {failed}")
     return results

@@ -9,6 +9,8 @@ import json
 import pathlib
 import statistics
 import time
+import warnings
+import zipfile
 
 import numpy as np
 
@@ -35,23 +37,23 @@ def fold_scores(fold_dir, fold):
     fold_dir = pathlib.Path(fold_dir)
     cached = fold_dir / "scores.npz"
     if cached.is_file():
-        with np.load(cached) as z:
-            thr = float(z["threshold"][0]) if z["threshold"].size else None
-            return z["scores"], z["labels"], thr
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                thr = float(z["threshold"][0]) if z["threshold"].size else None
+                return z["scores"], z["labels"], thr
+        except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+            warnings.warn(f"recomputing unreadable {cached}: {type(exc).__name__}: {exc}", stacklevel=2)
     from fastconv.paths import cache_dir, image_dir, lfw_root
 
     from .checkpoint import load_for_inference
-    from .data import Preprocess
     from .evaluate import pair_scores
     from .protocols import check_disjoint, view2_fold
 
     split = view2_fold(lfw_root(), fold)
     check_disjoint(split)
-    model, meta = load_for_inference(fold_dir / "best.pt")
-    scores, labels, _ = pair_scores(model, split.test_pairs, image_dir(),
-                                    Preprocess.from_dict(dict(meta["preprocess"])),
+    model, _, pre, thr = load_for_inference(fold_dir / "best.pt")
+    scores, labels, _ = pair_scores(model, split.test_pairs, image_dir(), pre,
                                     cache_dir=cache_dir() / "images", progress=False)
-    thr = meta.get("threshold")
     atomic_write(cached, lambda f: np.savez(f, scores=scores, labels=labels,
                                             threshold=np.array([] if thr is None else [thr], dtype=float)))
     return scores, labels, thr
@@ -105,7 +107,7 @@ def write_summary(out, cfg, results, total_minutes):
 
 def write_roc(out, fold_dirs, summary):
     """``out/roc.png``: each fold's ROC (thin) and their mean (bold), from ``fold_dirs`` (fold -> folder)."""
-    from .evaluate import plot_roc_folds
+    from .plots import plot_roc_folds
     from .metrics import roc
 
     curves, n_different = [], []

@@ -1,7 +1,11 @@
 """``fastconv face`` command line: train, info, benchmark-lfw, ablate, throughput, plus
 eval/verify/embed/export-onnx and serve.
 
-``main(argv=None) -> int`` (0 = success, 2 = bad input).
+``main(argv=None) -> int`` (0 = success, 2 = bad input). Every subcommand is a ``cmd_*(args) -> int``
+set as ``func`` on its subparser; it raises on bad input and :func:`run_command`, the one error
+handler, prints one ``error: ...`` line and returns 2 (no traceback). A new subcommand adds its
+parser in :func:`build_parser` (or an ``add_*_commands(sub)`` function, like ``cli_eval``) and
+nothing else.
 """
 import argparse
 import json
@@ -9,7 +13,11 @@ import pathlib
 import sys
 import time
 
-from .cli_eval import _fail, add_eval_commands
+from .cli_eval import add_eval_commands
+
+# What a command raises for bad input (ValueError includes CheckpointError and UnreadableImage;
+# OSError: missing or unwritable files; RuntimeError: a failed ablation or ONNX parity check).
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
 
 
 def _add_config_args(p):
@@ -101,26 +109,23 @@ def cmd_train(args):
     from .config import load_config
     from .train import train
 
-    try:
-        overrides = list(args.overrides)
-        if args.root is not None:
-            overrides += ["data.protocol=folder", f"data.root={args.root}"]
-        elif args.protocol is not None:
-            overrides.append(f"data.protocol={args.protocol}")
-        if args.fold is not None:
-            if args.root is not None or (args.protocol or "") != "view2":
-                raise ValueError("--fold needs --protocol view2")
-            overrides.append(f"data.fold={args.fold}")
-        cfg = load_config(args.config, overrides)
-        if args.resume and args.out is None:
-            raise ValueError("--resume needs --out (the run folder holding last.pt)")
-        out = pathlib.Path(args.out) if args.out else _default_out(pathlib.Path(args.config).stem,
-                                                                   cfg["data"]["protocol"])
-        if args.resume and not (out / "last.pt").is_file():
-            raise ValueError(f"--resume: {out / 'last.pt'} does not exist")
-        summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        return _fail(exc)
+    overrides = list(args.overrides)
+    if args.root is not None:
+        overrides += ["data.protocol=folder", f"data.root={args.root}"]
+    elif args.protocol is not None:
+        overrides.append(f"data.protocol={args.protocol}")
+    if args.fold is not None:
+        if args.root is not None or (args.protocol or "") != "view2":
+            raise ValueError("--fold needs --protocol view2")
+        overrides.append(f"data.fold={args.fold}")
+    cfg = load_config(args.config, overrides)
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out (the run folder holding last.pt)")
+    out = pathlib.Path(args.out) if args.out else _default_out(pathlib.Path(args.config).stem,
+                                                               cfg["data"]["protocol"])
+    if args.resume and not (out / "last.pt").is_file():
+        raise ValueError(f"--resume: {out / 'last.pt'} does not exist")
+    summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary, indent=1))
     print(f"checkpoints: {out / 'best.pt'} (best validation EER), {out / 'last.pt'}")
     return 0
@@ -129,18 +134,14 @@ def cmd_train(args):
 def cmd_info(args):
     from .models import get_model, model_info, model_names
 
-    try:
-        names = [args.model] if args.model else model_names()
-        sizes = [args.input_size] if args.input_size else [64, 112]
-        print(f"{'model':<16} {'input':>5} {'params (M)':>11} {'GFLOPs':>8}")
-        for name in names:
-            for s in sizes:
-                kw = {"input_size": s}
-                model = get_model(name, args.embedding_size, **kw)
-                info = model_info(model, s)
-                print(f"{name:<16} {s:>5} {info['params'] / 1e6:>11.2f} {info['flops'] / 1e9:>8.3f}")
-    except (ValueError, TypeError) as exc:
-        return _fail(exc)
+    names = [args.model] if args.model else model_names()
+    sizes = [args.input_size] if args.input_size else [64, 112]
+    print(f"{'model':<16} {'input':>5} {'params (M)':>11} {'GFLOPs':>8}")
+    for name in names:
+        for s in sizes:
+            model = get_model(name, args.embedding_size, input_size=s)
+            info = model_info(model, s)
+            print(f"{name:<16} {s:>5} {info['params'] / 1e6:>11.2f} {info['flops'] / 1e9:>8.3f}")
     return 0
 
 
@@ -148,85 +149,92 @@ def cmd_benchmark(args):
     from . import benchmark
     from .config import load_config
 
-    try:
-        if args.merge:
-            if not args.out:
-                raise ValueError("--merge needs --out DIR for the combined summary.json")
-            s = benchmark.merge(args.merge, args.out)
-            for r in s["folds"]:
-                print(f"fold {r['fold']:2d}: accuracy {r['accuracy']:.4f}, EER {r['eer']:.4f}, "
-                      f"TAR@FAR1e-3 {r['tar_at_far_1e-3']:.4f}, {r['minutes']:.1f} min")
-            print(f"mean accuracy {s['mean_accuracy']:.4f} +- {s['std_accuracy']:.4f}, mean EER "
-                  f"{s['mean_eer']:.4f}, {len(s['folds'])} folds, {s['total_minutes']:.1f} min of training "
-                  f"and testing; {pathlib.Path(args.out) / 'summary.json'}")
-            return 0
-        folds = benchmark.parse_folds(args.folds)
-        cfg = load_config(args.config, list(args.overrides))
-        out = pathlib.Path(args.out) if args.out else _default_out("benchmark", pathlib.Path(args.config).stem)
-        s = benchmark.run(cfg, folds, out, progress=not args.quiet, log=lambda m: print(m, flush=True))
-    except (ValueError, FileNotFoundError) as exc:
-        return _fail(exc)
+    if args.merge:
+        if not args.out:
+            raise ValueError("--merge needs --out DIR for the combined summary.json")
+        s = benchmark.merge(args.merge, args.out)
+        for r in s["folds"]:
+            print(f"fold {r['fold']:2d}: accuracy {r['accuracy']:.4f}, EER {r['eer']:.4f}, "
+                  f"TAR@FAR1e-3 {r['tar_at_far_1e-3']:.4f}, {r['minutes']:.1f} min")
+        print(f"mean accuracy {s['mean_accuracy']:.4f} +- {s['std_accuracy']:.4f}, mean EER "
+              f"{s['mean_eer']:.4f}, {len(s['folds'])} folds, {s['total_minutes']:.1f} min of training "
+              f"and testing; {pathlib.Path(args.out) / 'summary.json'}")
+        return 0
+    folds = benchmark.parse_folds(args.folds)
+    cfg = load_config(args.config, list(args.overrides))
+    out = pathlib.Path(args.out) if args.out else _default_out("benchmark", pathlib.Path(args.config).stem)
+    s = benchmark.run(cfg, folds, out, progress=not args.quiet, log=lambda m: print(m, flush=True))
     print(f"mean accuracy {s['mean_accuracy']:.4f} +- {s['std_accuracy']:.4f}, mean EER {s['mean_eer']:.4f}, "
           f"total {s['total_minutes']:.1f} min; {out / 'summary.json'}, {out / 'roc.png'}")
     return 0
 
 
 def cmd_ablate(args):
-    from .ablation import VARIANT_NAMES, run_ablation
+    from .ablation import VARIANT_NAMES, markdown_table, run_ablation
 
-    try:
-        names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else list(VARIANT_NAMES)
-        out = pathlib.Path(args.out) if args.out else _default_out("ablation", pathlib.Path(args.config).stem)
-        results = run_ablation(args.config, out, names, jobs=args.jobs, extra=list(args.overrides))
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        return _fail(exc)
-    from .ablation import markdown_table
-
+    names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else list(VARIANT_NAMES)
+    out = pathlib.Path(args.out) if args.out else _default_out("ablation", pathlib.Path(args.config).stem)
+    results = run_ablation(args.config, out, names, jobs=args.jobs, extra=list(args.overrides))
     print(markdown_table(results), end="")
     print(f"{out / 'ablation.json'}, {out / 'ablation.md'}")
     return 0
 
 
 def cmd_throughput(args):
-    from ..atomic import write_json
+    from ..atomic import check_writable, write_json
     from .config import load_config
-    from .evaluate import resolve_device
+    from .device import resolve_device, resolve_precision
     from .throughput import PRECISIONS, default_grid, format_table, measure
 
-    try:
-        cfg = load_config(args.config, list(args.overrides))
-        device = resolve_device(cfg["device"])
-        if args.precision:
-            precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-            bad = [p for p in precisions if p not in PRECISIONS]
-            if bad or not precisions:
-                raise ValueError(f"--precision expects a subset of {','.join(PRECISIONS)}, got {args.precision!r}")
-            formats = {"no": [False], "yes": [True], "both": [False, True]}[args.channels_last]
-            grid = [(p, cl) for p in precisions for cl in formats]
-        else:
-            grid = [(p, cl) for p, cl in default_grid(device)
-                    if args.channels_last == "both" or cl == (args.channels_last == "yes")]
-        results = []
-        for precision, cl in grid:
-            r = measure(cfg, precision, cl, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size)
-            results.append(r)
-            print(f"{precision:>5} channels_last={'yes' if cl else 'no ':3}: {r['images_per_s']:8.0f} images/s",
-                  flush=True)
-    except (ValueError, TypeError) as exc:
-        return _fail(exc)
+    if args.out:
+        check_writable(args.out)
+    cfg = load_config(args.config, list(args.overrides))
+    device = resolve_device(cfg["device"])
+    chosen, why = resolve_precision(cfg["precision"], device)
+    if args.precision:
+        precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+        bad = [p for p in precisions if p not in PRECISIONS]
+        if bad or not precisions:
+            raise ValueError(f"--precision expects a subset of {','.join(PRECISIONS)}, got {args.precision!r}")
+        formats = {"no": [False], "yes": [True], "both": [False, True]}[args.channels_last]
+        grid = [(p, cl) for p in precisions for cl in formats]
+    else:
+        grid = [(p, cl) for p, cl in default_grid(device)
+                if args.channels_last == "both" or cl == (args.channels_last == "yes")]
+    print(f"config precision {cfg['precision']!r}: training would use {chosen} ({why})", flush=True)
+    results = []
+    for precision, cl in grid:
+        r = measure(cfg, precision, cl, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size)
+        results.append(r)
+        print(f"{precision:>5} channels_last={'yes' if cl else 'no ':3}: {r['images_per_s']:8.0f} images/s",
+              flush=True)
     print(f"model {cfg['model']['name']} (width {cfg['model']['width']}) at {cfg['data']['size']} px, "
           f"threads {results[0]['threads']}")
     print(format_table(results), end="")
     if args.out:
-        write_json(args.out, {"config": cfg, "results": results})
+        write_json(args.out, {"config": cfg, "chosen_precision": chosen, "chosen_because": why,
+                              "results": results})
     return 0
+
+
+def fail(exc) -> int:
+    """Print ``error: <message>`` as one line on stderr; returns 2, the exit status for bad input."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    print(f"error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)
+    return 2
+
+
+def run_command(args) -> int:
+    """Run the parsed subcommand ``args.func(args)``: the one place that turns bad input into exit 2."""
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        return fail(exc)
 
 
 def main(argv=None):
     """Entry point of ``fastconv face``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,30 +1,29 @@
 """Evaluation subcommands of ``fastconv face``: eval, verify, embed, export-onnx.
 
-``fastconv/face/cli.py`` calls :func:`add_eval_commands` on its subparsers; each command
-sets ``func(args) -> int`` (0 = success, 2 = bad input).
+``fastconv/face/cli.py`` calls :func:`add_eval_commands` on its subparsers; each command sets
+``func(args) -> int`` (0 = success) and raises ValueError/OSError on bad input, which
+``cli.run_command`` turns into one ``error:`` line and exit status 2.
 """
 from __future__ import annotations
 
-import argparse
+import math
 import os
 import sys
 
-__all__ = ["add_eval_commands", "main"]
+__all__ = ["add_eval_commands"]
 
 
-def _load_model(path, device):
-    """-> (model in eval mode on ``device``, meta dict). Separate so tests can patch it."""
+def _open_checkpoint(path, device):
+    """The one way the commands open a checkpoint: -> ``checkpoint.InferenceModel`` (model in eval mode
+    on ``device``, meta, preprocess, threshold). Separate so tests can patch it."""
     from .checkpoint import load_for_inference
 
     return load_for_inference(path, map_location=str(device))
 
 
-def _preprocess(meta):
-    from .data import Preprocess
-
-    if "preprocess" not in meta:
-        raise ValueError("checkpoint meta has no 'preprocess' entry")
-    return Preprocess.from_dict(dict(meta["preprocess"]))
+def _positive_batch(args):
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
 
 
 def _add_common(p, checkpoint=True):
@@ -119,12 +118,6 @@ def add_eval_commands(subparsers) -> None:
     p.set_defaults(func=cmd_export_onnx)
 
 
-def _fail(msg) -> int:
-    """Report a bad-input error on stderr; the exit status of every ``fastconv face`` command for it."""
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _pairs_for(args):
     """-> (pairs, folds or None, image root, description)."""
     from fastconv.paths import image_dir, lfw_root
@@ -150,29 +143,25 @@ def _pairs_for(args):
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate_pairs, format_report, resolve_device
+    from ..atomic import check_writable
+    from .device import resolve_device
+    from .evaluate import evaluate_pairs, format_report
 
-    try:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        device = resolve_device(args.device)
-        pairs, folds, root, what = _pairs_for(args)
-        model, meta = _load_model(args.checkpoint, device)
-        pre = _preprocess(meta)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        return _fail(exc)
+    _positive_batch(args)
+    if args.out is not None:
+        check_writable(os.path.join(args.out, "metrics.json"))
+    device = resolve_device(args.device)
+    pairs, folds, root, what = _pairs_for(args)
+    model, meta, pre, threshold = _open_checkpoint(args.checkpoint, device)
     print(f"evaluating {args.checkpoint} ({meta.get('model_name', '?')}, {pre.size}x{pre.size}, "
           f"crop {pre.crop}) on {what}")
     print(f"images from {root}; flip TTA {'off' if args.no_flip else 'on'}; device {device}")
-    try:
-        report = evaluate_pairs(
-            model, pairs, root, pre, folds=folds, out_dir=args.out, threshold=meta.get("threshold"),
-            extra={"checkpoint": os.fspath(args.checkpoint), "pairs_source": what,
-                   "model_name": meta.get("model_name")},
-            cache_dir=args.cache_dir, flip=not args.no_flip, device=device, batch_size=args.batch_size,
-        )
-    except (ValueError, TypeError, OSError) as exc:
-        return _fail(exc)
+    report = evaluate_pairs(
+        model, pairs, root, pre, folds=folds, out_dir=args.out, threshold=threshold,
+        extra={"checkpoint": os.fspath(args.checkpoint), "pairs_source": what,
+               "model_name": meta.get("model_name")},
+        cache_dir=args.cache_dir, flip=not args.no_flip, device=device, batch_size=args.batch_size,
+    )
     print(format_report(report))
     if args.out is not None:
         print(f"wrote metrics.json, scores.csv, roc.png, scores_hist.png to {args.out}")
@@ -182,22 +171,21 @@ def cmd_eval(args) -> int:
 def cmd_verify(args) -> int:
     import numpy as np
 
-    from .evaluate import embed, resolve_device
+    from .device import resolve_device
+    from .evaluate import embed
 
-    try:
-        device = resolve_device(args.device)
-        model, meta = _load_model(args.checkpoint, device)
-        pre = _preprocess(meta)
-        load = _loader(args)
-        images = np.stack([load(args.image_a, pre), load(args.image_b, pre)])
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        return _fail(exc)
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise ValueError(f"--threshold must be a finite number, got {args.threshold}")
+    device = resolve_device(args.device)
+    model, meta, pre, stored = _open_checkpoint(args.checkpoint, device)
+    load = _loader(args)
+    images = np.stack([load(args.image_a, pre), load(args.image_b, pre)])
     e = embed(model, images, flip=not args.no_flip, device=device)
     score = float(e[0] @ e[1])
     if args.threshold is not None:
         thr, source = args.threshold, "--threshold"
-    elif meta.get("threshold") is not None:
-        thr = float(meta["threshold"])
+    elif stored is not None:
+        thr = stored
         source = meta.get("threshold_source") or "stored in the checkpoint (chosen on its validation pairs)"
     else:
         thr, source = None, None
@@ -214,30 +202,28 @@ def cmd_verify(args) -> int:
 def cmd_embed(args) -> int:
     import numpy as np
 
-    from ..atomic import atomic_write, write_json
+    from ..atomic import PRIVATE, atomic_write, check_writable, write_json
     from .data import decode_images, list_images
-    from .evaluate import embed, resolve_device
+    from .device import resolve_device
+    from .evaluate import embed
 
     out = args.out if args.out.endswith(".npy") else args.out + ".npy"
     sidecar = out[:-4] + ".json"
-    try:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        device = resolve_device(args.device)
-        relpaths = list_images(args.directory)
-        if not relpaths:
-            raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
-        model, meta = _load_model(args.checkpoint, device)
-        pre = _preprocess(meta)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        return _fail(exc)
+    _positive_batch(args)
+    check_writable(out)
+    check_writable(sidecar)
+    device = resolve_device(args.device)
+    relpaths = list_images(args.directory)
+    if not relpaths:
+        raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
+    model, _, pre, _ = _open_checkpoint(args.checkpoint, device)
     images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True, load=_loader(args))
     if skipped:
         print(f"skipped {len(skipped)} unreadable images (listed in {sidecar})", file=sys.stderr)
     if not len(kept):
-        return _fail(f"none of the {len(relpaths)} images under {args.directory} could be read")
+        raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read")
     emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
-    atomic_write(out, lambda fh: np.save(fh, emb))
+    atomic_write(out, lambda fh: np.save(fh, emb), mode=PRIVATE)
     info = {
         "root": os.path.abspath(args.directory),
         "paths": [relpaths[i] for i in kept],
@@ -248,35 +234,20 @@ def cmd_embed(args) -> int:
         "flip": not args.no_flip,
         "detect": bool(args.detect),
     }
-    write_json(sidecar, info)
+    write_json(sidecar, info, mode=PRIVATE)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")
     return 0
 
 
 def cmd_export_onnx(args) -> int:
+    from ..atomic import check_writable
     from .export import export_onnx
 
-    try:
-        model, meta = _load_model(args.checkpoint, "cpu")
-        pre = _preprocess(meta)
-        diff = export_onnx(model, args.out, pre.size, opset=args.opset, check=not args.no_check)
-    except (ValueError, TypeError, OSError, KeyError, RuntimeError) as exc:
-        return _fail(exc)
+    check_writable(args.out)
+    model, meta, pre, _ = _open_checkpoint(args.checkpoint, "cpu")
+    diff = export_onnx(model, args.out, pre.size, opset=args.opset, check=not args.no_check)
     print(f"exported {args.out}: input 'input' float32 (batch, 3, {pre.size}, {pre.size}) normalised "
           f"as (x/255 - 0.5)/0.5, output 'embedding' (batch, {meta.get('embedding_size', 'D')})")
     if not args.no_check:
         print(f"onnxruntime parity: max |torch - onnx| = {diff:.3g}")
     return 0
-
-
-def main(argv=None) -> int:
-    """Stand-alone entry point (``python -m fastconv.face.cli_eval eval ...``)."""
-    parser = argparse.ArgumentParser(prog="fastconv face")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_eval_commands(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

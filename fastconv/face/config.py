@@ -12,7 +12,7 @@ STAGES = ("ce", "arcface")
 HEADS = ("softmax", "arcface", "cosface", "combined")
 _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
-    "precision": ("fp32", "bf16", "fp16"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
     "data.protocol": ("view1", "view2", "folder"),
     "ce.head": HEADS, "arcface.head": HEADS,
     "ce.optimizer": ("sgd", "adamw"), "arcface.optimizer": ("sgd", "adamw"),

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from ..images import CANONICAL, centre_crop_resize
-from ..atomic import atomic_write
+from .. import cache as array_cache
+from .progress import progress_bar
 
 __all__ = [
     "Preprocess",
-    "PRESETS",
     "CANONICAL",
     "UnreadableImage",
     "load_image",
@@ -49,7 +49,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,6 @@ class Preprocess:
         return cls(**d)
 
 
-PRESETS = {
-    "112": Preprocess(size=112, crop=150),
-    "64": Preprocess(size=64, crop=150),
-}
-
-
 class UnreadableImage(ValueError):
     """An image file that is missing, corrupt or not an image."""
 
@@ -116,10 +110,9 @@ def load_image(path, pre: Preprocess) -> np.ndarray:
     if not os.path.isfile(path):
         raise UnreadableImage(path, "missing file")
     try:
-        im = _decode(path)
-    except Exception as exc:  # PIL raises many types for corrupt data
+        arr = np.asarray(centre_crop_resize(_decode(path), pre.crop, pre.size), dtype=np.uint8)  # (S, S, 3)
+    except Exception as exc:  # PIL raises many types for corrupt data (also while resizing a lazy image)
         raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from None
-    arr = np.asarray(centre_crop_resize(im, pre.crop, pre.size), dtype=np.uint8)  # (S, S, 3)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
@@ -197,21 +190,15 @@ def decode_images(root, relpaths, pre: Preprocess, progress=True, workers=2, loa
         except UnreadableImage as exc:
             return i, exc.reason
 
-    bar = None
-    if progress and n:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=f"decoding {n} images", unit="img", leave=False)
+    bar = progress_bar(n, f"decoding {n} images", unit="img", enabled=bool(progress and n))
     with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
         for i, reason in pool.map(work, range(n), chunksize=64):
             if reason is None:
                 ok[i] = True
             else:
                 skipped.append((relpaths[i], reason))
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     kept = np.flatnonzero(ok).astype(np.int64)
     images = out if kept.size == n else out[kept]
     return images, kept, skipped
@@ -227,7 +214,8 @@ def _report_skipped(skipped, total):
 
 
 class ImageCache:
-    """Decode images once into ``<cache_dir>/images-<key>.npy``; later loads memory-map it.
+    """Decode images once into ``<cache_dir>/images-<key>.npy`` (+ ``.json`` manifest, see
+    :mod:`fastconv.cache`); later loads verify its checksum and memory-map it.
 
     The key hashes the preprocess settings, the absolute image root and the file list
     (with each file's size and modification time).
@@ -268,22 +256,22 @@ class ImageCache:
             h.update(b"\0" + rel.encode("utf-8", "surrogateescape") + b"\0" + stamp.encode())
         return h.hexdigest()[:24]
 
-    def _paths(self, key):
-        base = os.path.join(self.cache_dir, f"images-{key}")
-        return base + ".npy", base + ".json"
-
     def load(self, relpaths: list[str]):
-        """-> (images uint8 (M,3,S,S) (read-only memmap), kept_index int64 (M,) into ``relpaths``)."""
+        """-> (images uint8 (M,3,S,S) (read-only memmap), kept_index int64 (M,) into ``relpaths``).
+
+        The entry is a :mod:`fastconv.cache` entry (checksummed array + index); a damaged one is
+        warned about once and rebuilt.
+        """
         relpaths = [os.fspath(r) for r in relpaths]
-        key = self.key(relpaths)
-        npy, meta_path = self._paths(key)
-        self.last_path = npy
-        cached = self._try_read(npy, meta_path, len(relpaths))
+        base = os.path.join(self.cache_dir, f"images-{self.key(relpaths)}")
+        self.last_path = array_cache.paths(base)[0]
+        cached = array_cache.load(base, check=lambda a, index: self._check(a, index, len(relpaths)))
         if cached is not None:
-            images, kept, self.skipped = cached
+            images, index = cached
+            self.skipped = [tuple(s) for s in index["skipped"]]
             self.last_hit = True
             _report_skipped(self.skipped, len(relpaths))
-            return images, kept
+            return images, np.asarray(index["kept"], dtype=np.int64)
         self.last_hit = False
         if not os.path.isdir(self.root):
             raise ValueError(f"image root {self.root} is not a directory")
@@ -292,38 +280,27 @@ class ImageCache:
         )
         self.skipped = skipped
         _report_skipped(skipped, len(relpaths))
-        meta = {
-            "version": _CACHE_VERSION,
-            "preprocess": self.pre.to_dict(),
-            "root": self.root,
-            "n_files": len(relpaths),
-            "kept": kept.tolist(),
-            "skipped": [list(s) for s in skipped],
-        }
+        index = {"preprocess": self.pre.to_dict(), "root": self.root, "n_files": len(relpaths),
+                 "kept": kept.tolist(), "skipped": [list(s) for s in skipped]}
         try:
-            atomic_write(npy, lambda fh: np.save(fh, images))
-            atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+            npy = array_cache.save(base, images, index)
         except OSError as exc:
-            warnings.warn(f"could not write image cache {npy}: {exc}", stacklevel=2)
+            warnings.warn(f"could not write image cache {self.last_path}: {exc}", stacklevel=2)
             return images, kept
         return np.load(npy, mmap_mode="r"), kept
 
-    def _try_read(self, npy, meta_path, n):
-        if not (os.path.isfile(npy) and os.path.isfile(meta_path)):
-            return None
-        try:
-            with open(meta_path, "r", encoding="utf-8") as fh:
-                meta = json.load(fh)
-            images = np.load(npy, mmap_mode="r")
-            kept = np.asarray(meta["kept"], dtype=np.int64)
-            skipped = [tuple(s) for s in meta["skipped"]]
-            s = self.pre.size
-            if (meta["n_files"] != n or images.dtype != np.uint8 or images.shape != (len(kept), 3, s, s)):
-                raise ValueError("cache entry does not match")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            warnings.warn(f"ignoring damaged image cache {npy}: {exc}", stacklevel=3)
-            return None
-        return images, kept, skipped
+    def _check(self, images, index, n):
+        """Range checks of a cache entry: raises ValueError when it cannot belong to these ``n`` files."""
+        kept = np.asarray(index["kept"], dtype=np.int64)
+        s = self.pre.size
+        if index["n_files"] != n or index["preprocess"] != self.pre.to_dict():
+            raise ValueError(f"entry is for {index['n_files']} files / {index['preprocess']}")
+        if kept.ndim != 1 or (kept.size and (kept[0] < 0 or kept[-1] >= n or np.any(np.diff(kept) <= 0))):
+            raise ValueError(f"kept index is not increasing within 0..{n - 1}")
+        if images.dtype != np.uint8 or images.shape != (len(kept), 3, s, s):
+            raise ValueError(f"images are {images.dtype} {images.shape}, expected uint8 {(len(kept), 3, s, s)}")
+        if len(kept) + len(index["skipped"]) != n:
+            raise ValueError("kept and skipped do not add up to the file count")
 
 
 def normalize(x_uint8: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Embedding, pair scoring and verification reports (JSON + ROC / histogram plots)."""
+"""Embedding, pair scoring and verification reports (JSON, CSV and the plots of :mod:`.plots`)."""
 from __future__ import annotations
 
 import csv
@@ -12,41 +12,21 @@ import torch
 
 from ..atomic import atomic_write, write_json
 from .data import ImageCache, Preprocess, normalize
+from .device import resolve_device
 from .lfw import Pair
-from .metrics import accuracy_at, mean_tpr, roc, verification_report
+from .metrics import accuracy_at, roc, verification_report
+from .plots import plot_roc, plot_score_histogram
+from .progress import progress_bar
 
 __all__ = [
-    "resolve_device",
     "embed",
     "pair_scores",
     "evaluate_pairs",
     "write_outputs",
-    "plot_roc",
-    "plot_roc_folds",
-    "plot_score_histogram",
     "format_report",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device="cpu", local_rank=0) -> torch.device:
-    """``"auto"`` -> cuda when available else cpu; otherwise ``torch.device(device)``.
-
-    A bare ``"cuda"`` becomes ``cuda:local_rank`` (the process's GPU under torchrun); asking for
-    CUDA without a GPU raises ValueError.
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available; use cpu or auto")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-    return dev
 
 
 def _as_uint8_batch(images):
@@ -80,10 +60,7 @@ def embed(model, images_uint8, batch_size=256, flip=True, device="cpu", amp=Fals
     n = arr.shape[0]
     chunks = []
     starts = range(0, n, batch_size)
-    if progress and n:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="embedding", unit="batch", leave=False)
+    bar = progress_bar(len(starts), "embedding", unit="batch", enabled=bool(progress and n))
     amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
     try:
         for start in starts:
@@ -99,7 +76,9 @@ def embed(model, images_uint8, batch_size=256, flip=True, device="cpu", amp=Fals
                 raise ValueError(f"model must return (B, D) embeddings, got {tuple(e.shape)} for B={x.shape[0]}")
             e = torch.nn.functional.normalize(e.float(), dim=1)
             chunks.append(e.cpu())
+            bar.update(1)
     finally:
+        bar.close()
         model.train(was_training)
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
@@ -133,84 +112,6 @@ def pair_scores(model, pairs: list[Pair], root, pre: Preprocess, cache_dir=None,
     scores = np.einsum("nd,nd->n", emb[ia].astype(np.float64), emb[ib].astype(np.float64))
     labels = np.array([int(pairs[i].same) for i in keep], dtype=np.int64)
     return scores, labels, keep
-
-
-def _figure():
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_fig(fig, path):
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
-
-
-_FAR_FLOOR = 1e-4
-
-
-def _roc_axes(fig, title, floor=_FAR_FLOOR):
-    ax = fig.add_subplot(1, 1, 1)
-    ax.set_xscale("log")
-    ax.set_xlim(floor, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false accept rate (log)")
-    ax.set_ylabel("true accept rate")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
-    return ax
-
-
-def plot_roc(fpr, tpr, path, label=""):
-    """ROC curve (FPR on a log axis, so the low-FAR region is visible) -> PNG at ``path``."""
-    fpr, tpr = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
-    fig = _figure()
-    ax = _roc_axes(fig, "ROC")
-    ax.plot(np.clip(fpr, _FAR_FLOOR, 1), tpr, label=label or None)
-    if label:
-        ax.legend(loc="lower right")
-    _save_fig(fig, path)
-
-
-def plot_roc_folds(curves, path, title="ROC", label="mean", floor=_FAR_FLOOR):
-    """ROC of a k-fold benchmark -> PNG at ``path``: each fold thin, their vertical mean bold.
-
-    ``curves``: list of ``(fpr, tpr)`` arrays, one per fold (e.g. from :func:`metrics.roc`). The
-    mean curve is :func:`metrics.mean_tpr` on a log-spaced FAR grid from ``floor`` to 1; the
-    smallest FAR a fold can resolve, 1 / its different pairs, is a sensible floor.
-    """
-    grid = np.concatenate([np.logspace(np.log10(floor), 0, 400), [1.0]])
-    fig = _figure()
-    ax = _roc_axes(fig, title, floor)
-    for i, (fpr, tpr) in enumerate(curves):
-        ax.plot(np.clip(np.asarray(fpr, dtype=float), floor, 1), tpr, color="0.6", lw=0.7,
-                label="folds" if i == 0 else None)
-    if curves:
-        ax.plot(grid, mean_tpr(curves, grid), color="C0", lw=2, label=label)
-    ax.legend(loc="lower right")
-    _save_fig(fig, path)
-
-
-def plot_score_histogram(scores, labels, threshold, path):
-    """Histograms of same / different cosine scores with the threshold line -> PNG at ``path``."""
-    s, y = np.asarray(scores, dtype=float), np.asarray(labels)
-    fig = _figure()
-    ax = fig.add_subplot(1, 1, 1)
-    lo, hi = float(s.min()), float(s.max())
-    pad = 0.05 * (hi - lo) + 1e-3
-    bins = np.linspace(lo - pad, hi + pad, 61)
-    ax.hist(s[y == 1], bins=bins, alpha=0.6, label="same")
-    ax.hist(s[y == 0], bins=bins, alpha=0.6, label="different")
-    if threshold is not None:
-        ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3f}")
-    ax.set_xlabel("cosine score")
-    ax.set_ylabel("pairs")
-    ax.legend()
-    _save_fig(fig, path)
 
 
 def evaluate_pairs(model, pairs, root, pre, folds=None, out_dir=None, threshold=None, extra=None, **kw) -> dict:

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from .evaluate import resolve_device
+from .device import resolve_device
 from .heads import build_head
 from .models import get_model
 from .train import _autocast, _optimizer, model_kwargs

@@ -2,8 +2,7 @@
 import numpy as np
 from scipy.special import erf
 
-from .._validate import check_grad_shape
-from .linear import check_input
+from .._validate import check_grad_shape, check_input
 from .module import CachedModule
 
 

@@ -4,28 +4,24 @@ import math
 import numpy as np
 
 from .. import functional as F
-from .._validate import int_tuple
+from .._validate import check_channels, check_size, int_tuple
 from ..random import uniform
 from .module import CachedModule, Parameter
 
 
-def _check_channels(**channels):
-    for name, value in channels.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-
-
 class _ConvNd(CachedModule):
-    """Shared init: weight U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as torch's default, bias likewise."""
+    """Shared init: weight U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as torch's default, bias likewise.
+
+    kernel_size, stride, padding, dilation, output_padding: validated once here and stored as
+    ``nd``-tuples, which go unchanged to ``fastconv.functional``.
+    """
 
     transposed = False
 
     def __init__(self, nd, in_channels, out_channels, kernel_size, stride, padding, dilation,
                  bias, dtype, output_padding=0):
         super().__init__()
-        _check_channels(in_channels=in_channels, out_channels=out_channels)
+        check_channels(in_channels=in_channels, out_channels=out_channels)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = int_tuple(kernel_size, nd, "kernel_size", 1)
         self.stride = int_tuple(stride, nd, "stride", 1)
@@ -35,6 +31,7 @@ class _ConvNd(CachedModule):
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        check_size("weight", self.in_channels, self.out_channels, *self.kernel_size)
         if self.transposed:
             shape = (self.in_channels, self.out_channels) + self.kernel_size
             fan_in = self.out_channels * math.prod(self.kernel_size)
@@ -45,18 +42,13 @@ class _ConvNd(CachedModule):
         self.weight = Parameter(uniform(bound, shape, dtype))
         self.bias = Parameter(uniform(bound, (self.out_channels,), dtype)) if bias else None
 
-    def _args(self):
-        unwrap = (lambda t: t[0]) if len(self.kernel_size) == 1 else (lambda t: t)
-        return unwrap(self.stride), unwrap(self.padding), unwrap(self.dilation), unwrap(self.output_padding)
-
     def forward(self, x):
-        stride, padding, dilation, output_padding = self._args()
         b = None if self.bias is None else self.bias.data
         if self.transposed:
-            y, cache = F.conv_transpose_forward(x, self.weight.data, b, stride, padding,
-                                                output_padding, dilation)
+            y, cache = F.conv_transpose_forward(x, self.weight.data, b, self.stride, self.padding,
+                                                self.output_padding, self.dilation)
         else:
-            y, cache = F.conv_forward(x, self.weight.data, b, stride, padding, dilation)
+            y, cache = F.conv_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation)
         self._remember(cache)
         return y
 

@@ -1,8 +1,7 @@
 """Inverted dropout: zero with probability p in training and scale the rest by 1/(1-p)."""
 
-from .._validate import check_grad_shape
+from .._validate import check_grad_shape, check_input
 from ..random import rng
-from .linear import check_input
 from .module import CachedModule
 
 

@@ -3,19 +3,9 @@ import math
 
 import numpy as np
 
-from .._validate import FLOAT_DTYPES, check_grad_shape, same_dtype
+from .._validate import check_channels, check_grad_shape, check_input, same_dtype
 from ..random import uniform
-from .conv import _check_channels
 from .module import CachedModule, Module, Parameter
-
-
-def check_input(x, what):
-    """x must be a float32/float64 ndarray with at least one dimension."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{what} input must be a numpy.ndarray, got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{what} input must have dtype float32 or float64, got {x.dtype}")
-    return x
 
 
 class Linear(CachedModule):
@@ -23,7 +13,7 @@ class Linear(CachedModule):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float64):
         super().__init__()
-        _check_channels(in_features=in_features, out_features=out_features)
+        check_channels(in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = int(in_features), int(out_features)
         bound = 1.0 / math.sqrt(self.in_features)
         self.weight = Parameter(uniform(bound, (self.out_features, self.in_features), dtype))

@@ -1,7 +1,7 @@
 """Losses: ``forward(logits, target) -> float`` (mean reduction), ``backward() -> dL/dlogits``."""
 import numpy as np
 
-from .linear import check_input
+from .._validate import check_input
 
 
 class CrossEntropyLoss:

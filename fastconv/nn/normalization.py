@@ -5,9 +5,7 @@ unbiased variance (``running = (1 - momentum) running + momentum batch``). Eval:
 """
 import numpy as np
 
-from .._validate import check_grad_shape, same_dtype
-from .conv import _check_channels
-from .linear import check_input
+from .._validate import check_channels, check_grad_shape, check_input, same_dtype
 from .module import CachedModule, Parameter
 
 
@@ -18,7 +16,7 @@ class _BatchNorm(CachedModule):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float64):
         super().__init__()
-        _check_channels(num_features=num_features)
+        check_channels(num_features=num_features)
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = np.dtype(dtype)

@@ -9,16 +9,16 @@ from .module import CachedModule
 
 
 class _PoolNd(CachedModule):
+    """kernel_size, stride (default: kernel_size), padding: ``nd``-tuples, validated once here."""
+
     nd = 2
     kind = "max"
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        int_tuple(kernel_size, self.nd, "kernel_size", 1)
-        if stride is not None:
-            int_tuple(stride, self.nd, "stride", 1)
-        int_tuple(padding, self.nd, "padding", 0)
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size = int_tuple(kernel_size, self.nd, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else int_tuple(stride, self.nd, "stride", 1)
+        self.padding = int_tuple(padding, self.nd, "padding", 0)
 
     def forward(self, x):
         fwd = F.max_pool_forward if self.kind == "max" else F.avg_pool_forward

@@ -14,8 +14,7 @@ class _Resample(CachedModule):
 
     def __init__(self, factor):
         super().__init__()
-        int_tuple(factor, self.nd, "factor", 1)
-        self.factor = factor
+        self.factor = int_tuple(factor, self.nd, "factor", 1)  # an nd-tuple, validated once
 
     def forward(self, x):
         fwd = F.upsample_forward if self.up else F.downsample_forward

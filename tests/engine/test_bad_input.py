@@ -272,3 +272,31 @@ def test_wild_calls_match_reference(backend, call, seed):
         for a, b, what in pairs:
             assert a.dtype == b.dtype and a.shape == b.shape, what
             assert_close(a, b, a.dtype, what)
+
+
+# ----------------------------------------------------------------------------- one place
+def test_layers_store_validated_nd_tuples():
+    """Geometry is normalised once, at construction, into the tuples functional receives."""
+    assert fc.nn.Conv1d(2, 3, 4, stride=2).stride == (2,)
+    conv = fc.nn.ConvTranspose2d(2, 3, (3, 1), stride=(2, 1), padding=1, output_padding=(1, 0))
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.output_padding) == ((3, 1), (2, 1), (1, 1), (1, 0))
+    pool = fc.nn.MaxPool2d(np.int64(3), padding=(1, 0))
+    assert (pool.kernel_size, pool.stride, pool.padding) == ((3, 3), (3, 3), (1, 0))
+    assert all(type(v) is int for v in pool.kernel_size)
+    assert fc.nn.MeanPool1d(3, 2).stride == (2,)
+    assert fc.nn.Upsample2d((2, 3)).factor == (2, 3) and fc.nn.Downsample1d(4).factor == (4,)
+
+
+def test_nn_modules_validate_through_validate_only():
+    """No layer module imports another layer module for its checks: helpers live in _validate."""
+    import ast
+    import pathlib
+
+    nn_dir = pathlib.Path(fc.nn.__file__).parent
+    for path in sorted(nn_dir.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        siblings = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+        assert siblings <= {"module"}, f"{path.name} imports {sorted(siblings - {'module'})}"

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import fastconv.face.cli_eval as cli_eval
+from fastconv.face.checkpoint import InferenceModel
+from fastconv.face.cli import run_command
 from fastconv.face.data import Preprocess, normalize
 from fastconv.face.evaluate import embed, evaluate_pairs, pair_scores
 from fastconv.face.export import export_onnx
@@ -119,15 +121,15 @@ def test_export_onnx_parity_failure_is_reported(tmp_path, tiny_model, monkeypatc
 def cli(monkeypatch, tiny_model, tmp_path):
     """Parser with the eval commands; checkpoints are stand-ins returning the tiny model."""
     meta = {"preprocess": PRE.to_dict(), "threshold": 0.3, "embedding_size": 8, "model_name": "tiny"}
-    monkeypatch.setattr(cli_eval, "_load_model", lambda path, device: (tiny_model(8), dict(meta)))
+    monkeypatch.setattr(cli_eval, "_open_checkpoint",
+                        lambda path, device: InferenceModel(tiny_model(8), dict(meta), PRE, 0.3))
     monkeypatch.setenv("FASTCONV_CACHE", str(tmp_path / "cache"))
     parser = argparse.ArgumentParser(prog="fastconv face")
     sub = parser.add_subparsers(dest="command", required=True)
     cli_eval.add_eval_commands(sub)
 
     def run(*argv):
-        args = parser.parse_args([str(a) for a in argv])
-        return args.func(args)
+        return run_command(parser.parse_args([str(a) for a in argv]))
 
     return run
 

@@ -31,10 +31,11 @@ def test_smoke_training_lowers_loss(tmp_path):
     assert epochs[-1]["loss"] < 0.8 * epochs[0]["loss"]
     assert res["last"]["stage"] == "arcface" and "val_eer" in res["last"]
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
-    model, meta = load_for_inference(tmp_path / "best.pt")
+    model, meta, pre, threshold = load_for_inference(tmp_path / "best.pt")
     assert not model.training and meta["embedding_size"] == 16 and meta["model_name"] == "iresnet18"
     assert meta["preprocess"] == {"size": 16, "crop": 150}
     assert isinstance(meta["threshold"], float) and -1 <= meta["threshold"] <= 1
+    assert threshold == meta["threshold"] and pre.size == 16
     step_records = [r for r in records if "step" in r]
     assert step_records and {"loss", "lr", "images_per_s"} <= set(step_records[0])
 

@@ -35,14 +35,13 @@ def test_health(make_client, tmp_path, tiny_checkpoint):
 def test_verify_matches_the_cli_pipeline(make_client, tmp_path, photo, tiny_checkpoint):
     """The service scores like `fastconv face verify` (load_image + embed with flip) on LFW-style crops."""
     from fastconv.face.checkpoint import load_for_inference
-    from fastconv.face.data import Preprocess, load_image
+    from fastconv.face.data import load_image
     from fastconv.face.evaluate import embed
 
     a, b = photo(1), photo(2)
     (tmp_path / "a.jpg").write_bytes(a)
     (tmp_path / "b.jpg").write_bytes(b)
-    model, meta = load_for_inference(tiny_checkpoint)
-    pre = Preprocess.from_dict(meta["preprocess"])
+    model, meta, pre, _ = load_for_inference(tiny_checkpoint)
     e = embed(model, np.stack([load_image(tmp_path / "a.jpg", pre), load_image(tmp_path / "b.jpg", pre)]))
     expected = float(e[0] @ e[1])
 

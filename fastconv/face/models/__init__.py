@@ -52,32 +52,22 @@ def get_model(name, embedding_size=512, **kw):
 
 
 def model_info(model, input_size):
-    """``dict(params, flops)`` for one ``(1, 3, S, S)`` image; flops = 2 * conv/linear MACs."""
+    """``dict(params, flops)`` for one ``(1, 3, S, S)`` image in eval mode.
+
+    ``flops`` is ``torch.utils.flop_counter.FlopCounterMode``'s total: 2 * MACs of the convolutions
+    and matrix products (the Linear layers); element-wise ops, BN and pooling are not counted.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    macs = [0]
-
-    def conv_hook(m, inp, out):
-        k = m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]  # (Cin/groups) * kh * kw
-        macs[0] += out.numel() * k
-
-    def linear_hook(m, inp, out):
-        macs[0] += out.numel() * m.in_features
-
-    hooks = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(linear_hook))
     was_training = model.training
     model.eval()
+    counter = FlopCounterMode(display=False)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), counter:
             model(torch.zeros(1, 3, input_size, input_size))
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
-    return {"params": int(params), "flops": int(2 * macs[0])}
+    return {"params": int(params), "flops": int(counter.get_total_flops())}

@@ -147,7 +147,3 @@ class IResNet(nn.Module):
         x = self.fc(torch.flatten(x, 1))
         return self.features(x)
 
-
-def iresnet(name, embedding_size=512, **kw):
-    """Build ``iresnet18/34/50`` (``se=True`` for the SE variants)."""
-    return IResNet(LAYERS[name], embedding_size=embedding_size, **kw)

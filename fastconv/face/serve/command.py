@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 __all__ = ["add_serve_command", "cmd_serve", "build_app"]
 
@@ -54,16 +53,12 @@ def build_app(args):
 
 
 def cmd_serve(args) -> int:
+    """Bad input raises ValueError/OSError (``cli.run_command`` turns it into ``error: ...``, exit 2)."""
     try:
         import uvicorn
-
-        app, embedder, gallery = build_app(args)
     except ImportError as exc:
-        print(f"error: {exc} (pip install 'fastconv[serve]')", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise RuntimeError(f"{exc}: fastconv face serve needs the serve extra (pip install 'fastconv[serve]')") from None
+    app, embedder, gallery = build_app(args)
     print(f"model {embedder.model_id} on {embedder.engine}, threshold {embedder.threshold:.4f} "
           f"{embedder.threshold_source}; gallery {args.gallery}: {len(gallery)} faces", flush=True)
     print(f"serving http://{args.host}:{args.port}/ (API docs at /docs)", flush=True)

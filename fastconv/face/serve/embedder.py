@@ -11,6 +11,7 @@ embedder (``model.npz`` on fastconv's engine) plugs in through :func:`open_embed
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from typing import Protocol, runtime_checkable
@@ -46,6 +47,8 @@ def weights_digest(named_arrays) -> str:
 
 def _threshold(stored, override, what):
     if override is not None:
+        if not math.isfinite(override) or not -1 <= override <= 1:
+            raise ValueError(f"--threshold must be a cosine in [-1, 1], got {override}")
         return float(override), "--threshold"
     if stored is None:
         raise ValueError(f"{what} stores no cosine threshold; pass --threshold T")
@@ -65,19 +68,17 @@ class TorchEmbedder:
         import torch
 
         from ..checkpoint import load_for_inference
-        from ..evaluate import resolve_device
+        from ..device import resolve_device
 
         if threads is not None:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
-        self.model, meta = load_for_inference(checkpoint, map_location=str(self.device))
-        pre = meta.get("preprocess")
-        if not isinstance(pre, dict) or "size" not in pre or "crop" not in pre:
-            raise ValueError(f"{checkpoint}: checkpoint meta has no preprocess entry with size and crop")
-        self.size, self.crop = int(pre["size"]), int(pre["crop"])
+        opened = load_for_inference(checkpoint, map_location=str(self.device))
+        self.model, meta = opened.model, opened.meta
+        self.size, self.crop = opened.preprocess.size, opened.preprocess.crop
         self.embedding_size = int(meta["embedding_size"])
-        self.model_name = str(meta.get("model_name", "model"))
-        self.threshold, self.threshold_source = _threshold(meta.get("threshold"), threshold,
+        self.model_name = str(meta["model_name"])
+        self.threshold, self.threshold_source = _threshold(opened.threshold, threshold,
                                                            f"checkpoint {os.path.basename(os.fspath(checkpoint))}")
         state = self.model.state_dict()
         self.model_id = f"{self.model_name}-" + weights_digest(
