@@ -119,7 +119,8 @@ def test_gallery_endpoints(make_client, tmp_path, photo):
     assert c.delete("/api/v1/subjects/Ann").json() == {"deleted": "Ann", "faces_deleted": 1}
     r = c.delete("/api/v1/subjects/Ann")
     assert r.status_code == 404
-    assert c.get("/api/v1/health").json()["gallery"] == {"path": str(tmp_path / "g.db"), "subjects": 1, "faces": 1}
+    assert c.get("/api/v1/health").json()["gallery"] == {"path": str(tmp_path / "g.db"), "subjects": 1, "faces": 1,
+                                                        "search": "exact"}
     left = c.post("/api/v1/identify", files=_files(img=photo(1))).json()
     assert [h["subject"] for h in left["results"]] == ["Bo"]
 

@@ -139,6 +139,15 @@ async def _read_images(request: Request, fields, max_bytes):
     return images, options
 
 
+def _search_kind(gallery) -> str:
+    ix = gallery.index
+    if ix is None:
+        return "exact"
+    if not ix.built:
+        return f"exact (faiss IVF from {gallery.index_min_faces} faces)"
+    return f"faiss IVF (nlist {ix.nlist}, nprobe {min(ix.nprobe, ix.nlist)}), candidates ranked exactly"
+
+
 def create_app(embedder, gallery, *, api_key=None, detect=True, max_bytes=DEFAULT_MAX_BYTES, workers=2,
                max_pending=64, detector=None, gallery_path=None) -> FastAPI:
     """The service for ``embedder`` (see :mod:`.embedder`) and ``gallery`` (:class:`.gallery.Gallery`)."""
@@ -192,7 +201,7 @@ def create_app(embedder, gallery, *, api_key=None, detect=True, max_bytes=DEFAUL
                 "embedding_size": embedder.embedding_size, "input_size": embedder.size, "detect": detect,
                 "max_image_bytes": max_bytes,
                 "gallery": {"path": gallery_path or gallery.path, "subjects": len(gallery.subjects()),
-                            "faces": len(gallery)}}
+                            "faces": len(gallery), "search": _search_kind(gallery)}}
 
     @api.post("/verify", response_model=schemas.VerifyResponse, openapi_extra=_body_doc("img1", "img2"))
     async def verify(request: Request):

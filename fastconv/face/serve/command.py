@@ -26,6 +26,12 @@ def add_serve_command(subparsers) -> None:
     p.add_argument("--max-image-mb", type=float, default=10.0, help="largest accepted image, MB (default 10)")
     p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default torch's)")
+    p.add_argument("--index", choices=["exact", "ivf"], default="exact",
+                   help="identify by exact search (default) or, for large galleries, a faiss IVF index whose "
+                        "candidates are ranked exactly (needs the ann extra)")
+    p.add_argument("--index-min-faces", type=int, default=100_000,
+                   help="with --index ivf: build the index once the gallery has this many faces (default 100000)")
+    p.add_argument("--nprobe", type=int, default=32, help="with --index ivf: cells searched per query (default 32)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device (default cpu)")
     p.set_defaults(func=cmd_serve)
 
@@ -45,7 +51,13 @@ def build_app(args):
     api_key = args.api_key if args.api_key is not None else os.environ.get("FASTCONV_API_KEY") or None
     embedder = open_embedder(checkpoint=args.checkpoint, model=args.model, threshold=args.threshold,
                              device=args.device, threads=args.threads)
-    gallery = Gallery(args.gallery, embedder.model_id, embedder.embedding_size)
+    index = None
+    if args.index == "ivf":
+        from .ann import IVFIndex
+
+        index = IVFIndex(embedder.embedding_size, nprobe=args.nprobe)
+    gallery = Gallery(args.gallery, embedder.model_id, embedder.embedding_size, index=index,
+                      index_min_faces=args.index_min_faces)
     app = create_app(embedder, gallery, api_key=api_key, detect=not args.no_detect,
                      max_bytes=int(args.max_image_mb * 1024 * 1024), workers=args.workers,
                      gallery_path=os.path.abspath(args.gallery))

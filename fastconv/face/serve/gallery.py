@@ -100,12 +100,16 @@ class Gallery:
     """Open (or create) the gallery at ``path`` for embeddings of ``model_id`` with ``embedding_size`` D.
 
     ``path=":memory:"`` keeps it in memory only. Methods are thread-safe (one lock).
+    ``index``: an optional approximate index (:class:`~fastconv.face.serve.ann.IVFIndex`), built once
+    the gallery holds ``index_min_faces`` faces and kept in sync after that; search then ranks its
+    candidates exactly instead of scanning every face.
     """
 
-    def __init__(self, path, model_id: str, embedding_size: int):
+    def __init__(self, path, model_id: str, embedding_size: int, index=None, index_min_faces: int = 100_000):
         self.path = os.fspath(path)
         self.model_id, self.dim = str(model_id), int(embedding_size)
         self._lock = threading.RLock()
+        self.index, self.index_min_faces = index, int(index_min_faces)
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         try:
@@ -170,6 +174,15 @@ class Gallery:
                 raise GalleryError(f"{self.path}: face {face_id} has a {len(blob)}-byte embedding, expected "
                                    f"{4 * self.dim}")
             self._append(face_id, sid, np.frombuffer(blob, dtype="<f4"))
+        self._maybe_build_index()
+
+    def _maybe_build_index(self):
+        if self.index is not None and not self.index.built and self._n >= max(1, self.index_min_faces):
+            self.index.build(self._E[:self._n], self._face_ids[:self._n])
+
+    @property
+    def index_in_use(self) -> bool:
+        return self.index is not None and self.index.built
 
     def _append(self, face_id, subject_id, e):
         if self._n == self._cap:
@@ -243,6 +256,8 @@ class Gallery:
                 self._db.execute("DELETE FROM subjects WHERE id = ?", (sid,))  # faces cascade
             keep = self._subject_rows[:self._n] != sid
             gone = self._n - int(keep.sum())
+            if self.index_in_use and gone:
+                self.index.remove(self._face_ids[:self._n][~keep])
             self._drop_rows(keep)
             self._names.pop(sid, None)
         return gone
@@ -261,6 +276,10 @@ class Gallery:
                 _test_pause()
                 self._db.execute("UPDATE subjects SET n_faces = n_faces + 1 WHERE id = ?", (sid,))
             self._append(face_id, sid, e)
+            if self.index_in_use:
+                self.index.add(e[None], np.array([face_id]))
+            else:
+                self._maybe_build_index()
         return face_id
 
     def delete_face(self, face_id: int) -> None:
@@ -272,6 +291,8 @@ class Gallery:
                 self._db.execute("DELETE FROM faces WHERE id = ?", (int(face_id),))
                 self._db.execute("UPDATE subjects SET n_faces = n_faces - 1 WHERE id = ?", (row[0],))
             self._drop_rows(self._face_ids[:self._n] != int(face_id))
+            if self.index_in_use:
+                self.index.remove([int(face_id)])
 
     def bulk_add(self, names, embeddings, image_sha256="synthetic") -> None:
         """Enrol M faces at once, one transaction: ``names[i]`` (created if new) gets ``embeddings[i]``
@@ -303,12 +324,17 @@ class Gallery:
                 self._names[sid] = name
             for i, (n, e) in enumerate(zip(names, E)):
                 self._append(first + i, known[n], e)
+            if self.index_in_use:
+                self.index.add(E, np.arange(first, first + len(E)))
+            else:
+                self._maybe_build_index()
 
     # -- search -------------------------------------------------------------------------------
     def search(self, query, top_k=5) -> list[Hit]:
         """Exact cosine search: the ``top_k`` subjects whose best face is most similar to ``query`` (D,).
 
-        ``s = E @ q`` over all N faces, then each subject's best face, sorted by similarity.
+        ``s = E @ q`` over all N faces, then each subject's best face, sorted by similarity. With an
+        approximate index in use, only its ``max(100, 10 top_k)`` candidate faces are scored.
         """
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape != (self.dim,):
@@ -319,14 +345,17 @@ class Gallery:
             n = self._n
             if n == 0:
                 return []
-            s = self._E[:n] @ q  # (N,)
+            if self.index_in_use:
+                _, cand = self.index.search(q[None], min(n, max(100, 10 * top_k)))
+                rows = np.searchsorted(self._face_ids[:n], cand[0][cand[0] >= 0])  # ids ascend with rows
+                s = self._E[rows] @ q
+            else:
+                rows, s = np.arange(n), self._E[:n] @ q  # (N,): one matrix product
             order = np.argsort(-s, kind="stable")
-            sids = self._subject_rows[:n][order]
-            _, first = np.unique(sids, return_index=True)  # best row of each subject
-            best = np.sort(first)[:top_k]
-            rows = order[best]
-            return [Hit(self._names[int(self._subject_rows[r])], float(s[r]), int(self._face_ids[r]))
-                    for r in rows]
+            ranked = rows[order]
+            _, first = np.unique(self._subject_rows[ranked], return_index=True)  # best face of each subject
+            return [Hit(self._names[int(self._subject_rows[ranked[p]])], float(s[order[p]]),
+                        int(self._face_ids[ranked[p]])) for p in np.sort(first)[:top_k]]
 
     def close(self):
         with self._lock:

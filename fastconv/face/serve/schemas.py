@@ -97,6 +97,7 @@ class GalleryInfo(BaseModel):
     path: str
     subjects: int
     faces: int
+    search: str = Field(description="'exact', or the approximate index in use")
 
 
 class Health(ModelInfo):
