@@ -91,3 +91,16 @@ def test_serve_with_index_ivf(tiny_checkpoint, tmp_path, photo):
         hit = c.post("/api/v1/identify", files=files(2)).json()["results"][0]
         assert hit["face_id"] == bo and hit["similarity"] == pytest.approx(1, abs=1e-5)
     gallery.close()
+
+
+def test_ann_recall_bench_smoke(tmp_path):
+    import json
+
+    from bench import ann_recall
+
+    assert ann_recall.main(["--faces", "2000", "--dim", "16", "--queries", "5", "--nprobe", "1,1000",
+                            "--threads", "1", "--noise", "0.2", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "ann_recall.json").read_text())["rows"]
+    assert [r["nprobe"] for r in rows] == [1, 1000]
+    assert rows[1]["recall_at_10"] == 1.0 and rows[1]["top1_agreement"] == 1.0  # every cell probed: exact
+    assert 0 <= rows[0]["recall_at_10"] <= 1

@@ -161,6 +161,22 @@ def test_gallery_of_another_model_is_refused(make_client, tmp_path, photo, tiny_
     assert err.startswith("error: ") and "was made with model" in err and len(err.strip().splitlines()) == 1
 
 
+def test_serve_command_refuses_bad_options(tiny_checkpoint, tmp_path, capsys):
+    from fastconv.face.cli import main
+
+    base = ["serve", "--gallery", str(tmp_path / "g.db")]
+    cases = [(["--model", str(tmp_path / "m.npz")], "needs fastconv.face.runtime"),
+             (["-c", str(tmp_path / "none.pt")], "not found"),
+             (["-c", str(tiny_checkpoint), "--port", "0"], "--port"),
+             (["-c", str(tiny_checkpoint), "--threshold", "1.5"], "--threshold"),
+             (["-c", str(tiny_checkpoint), "--workers", "0"], "--workers"),
+             (["-c", str(tiny_checkpoint), "--max-image-mb", "0"], "--max-image-mb")]
+    for extra, message in cases:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+
+
 def _png_header_only(w, h):
     """A PNG that claims w x h pixels (valid IHDR) with a tiny IDAT: a decompression-bomb probe."""
     def chunk(kind, data):

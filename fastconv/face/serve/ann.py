@@ -30,7 +30,7 @@ class IVFIndex:
 
     kind = "ivf"
 
-    def __init__(self, dim: int, nprobe: int = 32, nlist: int | None = None, seed: int = 0):
+    def __init__(self, dim: int, nprobe: int = 256, nlist: int | None = None, seed: int = 0):
         try:
             import faiss
         except ImportError as exc:

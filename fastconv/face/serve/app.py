@@ -200,7 +200,7 @@ def create_app(embedder, gallery, *, api_key=None, detect=True, max_bytes=DEFAUL
         return {**model, "threshold": embedder.threshold, "threshold_source": embedder.threshold_source,
                 "embedding_size": embedder.embedding_size, "input_size": embedder.size, "detect": detect,
                 "max_image_bytes": max_bytes,
-                "gallery": {"path": gallery_path or gallery.path, "subjects": len(gallery.subjects()),
+                "gallery": {"path": gallery_path or gallery.path, "subjects": gallery.n_subjects,
                             "faces": len(gallery), "search": _search_kind(gallery)}}
 
     @api.post("/verify", response_model=schemas.VerifyResponse, openapi_extra=_body_doc("img1", "img2"))
@@ -232,7 +232,7 @@ def create_app(embedder, gallery, *, api_key=None, detect=True, max_bytes=DEFAUL
 
     @api.get("/subjects", response_model=schemas.SubjectList)
     async def list_subjects():
-        return {"subjects": gallery.subjects(), "n_faces": len(gallery)}
+        return {"subjects": await in_pool(gallery.subjects), "n_faces": len(gallery)}
 
     @api.delete("/subjects/{name}", response_model=schemas.SubjectDeleted)
     async def delete_subject(name: str):
@@ -248,7 +248,7 @@ def create_app(embedder, gallery, *, api_key=None, detect=True, max_bytes=DEFAUL
         from .gallery import image_digest
 
         try:
-            gallery.faces_of(name)
+            await in_pool(gallery.faces_of, name)  # refuse before reading the image
         except NotFound as exc:
             raise BadUpload(404, "no_subject", str(exc)) from None
         images, options = await _read_images(request, ("img",), max_bytes)

@@ -31,7 +31,8 @@ def add_serve_command(subparsers) -> None:
                         "candidates are ranked exactly (needs the ann extra)")
     p.add_argument("--index-min-faces", type=int, default=100_000,
                    help="with --index ivf: build the index once the gallery has this many faces (default 100000)")
-    p.add_argument("--nprobe", type=int, default=32, help="with --index ivf: cells searched per query (default 32)")
+    p.add_argument("--nprobe", type=int, default=256,
+                   help="with --index ivf: cells searched per query (default 256: recall@10 0.87 on 1M faces, README)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="torch device (default cpu)")
     p.set_defaults(func=cmd_serve)
 

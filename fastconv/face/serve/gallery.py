@@ -218,6 +218,11 @@ class Gallery:
         with self._lock:
             return self._E[:self._n].copy()
 
+    @property
+    def n_subjects(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM subjects").fetchone()[0]
+
     def subjects(self) -> list[dict]:
         """[{name, n_faces, created}] sorted by name."""
         with self._lock:
