@@ -185,6 +185,12 @@ def _png_header_only(w, h):
             + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
 
 
+def _png(w, h):
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (90, 90, 90)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_bad_uploads_get_4xx_json(make_client, tmp_path, photo):
     c = make_client(tmp_path / "g.db", max_bytes=200_000)
     good = photo(1)
@@ -196,9 +202,11 @@ def test_bad_uploads_get_4xx_json(make_client, tmp_path, photo):
         "image_too_large": [photo(2, size=400, fmt="PNG")],
         "too_many_pixels": [_png_header_only(100_000, 100_000)],
         "empty_image": [b""],
+        "too_small": [_png(8, 300)],
+        "bad_aspect": [_png(20, 2000), _png(3000, 100)],
     }
     status = {"unsupported_type": 415, "corrupt_image": 422, "image_too_large": 413, "too_many_pixels": 413,
-              "empty_image": 400}
+              "empty_image": 400, "too_small": 422, "bad_aspect": 422}
     for code, payloads in cases.items():
         for data in payloads:
             assert len(photo(2, size=400, fmt="PNG")) > 200_000

@@ -2,7 +2,8 @@
 
 Checks, in order: size (``max_bytes``), type by content (JPEG, PNG or WebP magic bytes; the file
 name and declared content type are ignored), Pillow's decompression-bomb guard (more than
-``max_pixels`` pixels is refused before decoding), a full decode, EXIF orientation, and conversion
+``max_pixels`` pixels is refused before decoding), sides of at least ``MIN_SIDE`` px and an aspect
+ratio of at most ``MAX_ASPECT``, a full decode, EXIF orientation, and conversion
 of greyscale / palette / alpha images to RGB (transparent parts composited on white).
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ import warnings
 __all__ = ["BadUpload", "sniff_type", "decode_image", "decode_base64", "MAX_PIXELS"]
 
 MAX_PIXELS = 40_000_000  # 40 MP: larger images are refused as possible decompression bombs
+MIN_SIDE = 16  # px; smaller images hold no usable face
+MAX_ASPECT = 8  # longer side / shorter side; an LFW frame made from a 1 x 10000 strip would be huge
 
 
 class BadUpload(Exception):
@@ -66,6 +69,11 @@ def decode_image(data: bytes, field: str, max_bytes: int, max_pixels: int = MAX_
                 if w * h > max_pixels:
                     raise BadUpload(413, "too_many_pixels", f"{field}: {w}x{h} pixels is over the limit of "
                                     f"{max_pixels} (decompression-bomb guard)")
+                if min(w, h) < MIN_SIDE:
+                    raise BadUpload(422, "too_small", f"{field}: {w}x{h} pixels; at least {MIN_SIDE} px per side")
+                if max(w, h) > MAX_ASPECT * min(w, h):
+                    raise BadUpload(422, "bad_aspect", f"{field}: {w}x{h} pixels; the longer side may be at most "
+                                    f"{MAX_ASPECT}x the shorter")
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return _to_rgb(im)
