@@ -110,17 +110,17 @@ async def _read_images(request: Request, fields, max_bytes):
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     images, options = {}, {}
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=len(fields), max_fields=len(fields) + len(_OPTION_FIELDS))
-        for f in fields:
-            v = form.get(f)
-            if v is None:
-                raise BadUpload(422, "missing_field", f"{f}: missing (send it as a file field)")
-            if isinstance(v, UploadFile):
-                data = await v.read(max_bytes + 1)
-            else:
-                data = decode_base64(v, f, max_bytes)
-            images[f] = data
-        options = {k: form[k] for k in _OPTION_FIELDS if k in form and isinstance(form[k], str)}
+        async with request.form(max_files=len(fields), max_fields=len(fields) + len(_OPTION_FIELDS)) as form:
+            for f in fields:  # the form's temporary files are closed when the block ends
+                v = form.get(f)
+                if v is None:
+                    raise BadUpload(422, "missing_field", f"{f}: missing (send it as a file field)")
+                if isinstance(v, UploadFile):
+                    data = await v.read(max_bytes + 1)
+                else:
+                    data = decode_base64(v, f, max_bytes)
+                images[f] = data
+            options = {k: form[k] for k in _OPTION_FIELDS if k in form and isinstance(form[k], str)}
     elif ctype == "application/json":
         try:
             body = json.loads(await request.body())
