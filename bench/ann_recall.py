@@ -53,7 +53,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.faces < 1000 or args.queries < 1 or args.noise <= 0 or args.dim < 2:
         raise SystemExit("need --faces >= 1000, --queries >= 1, --noise > 0, --dim >= 2")
-    from bench._env import pin_env
+    from ._env import pin_env
 
     pin_env(args.threads)
     import faiss
@@ -106,7 +106,7 @@ def main(argv=None):
                      "scanned_fraction": nprobe / index.nlist})
         print(f"nprobe {nprobe:3d}: recall@10 {rows[-1]['recall_at_10']:.4f}, top-1 {rows[-1]['top1_agreement']:.4f}, "
               f"{rows[-1]['median_ms']:.2f} ms/query", flush=True)
-    from bench._env import _cpu_model, _loadavg
+    from ._env import _cpu_model, _loadavg
 
     data = "uniform random unit vectors" if args.uniform else (
         f"{len(centres):,} identities x {args.per_subject} faces, noise {args.noise}/dim")

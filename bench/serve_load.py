@@ -198,7 +198,7 @@ def main(argv=None):
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     sizes = [int(n) for n in args.galleries.split(",") if n.strip()]
 
-    from bench._env import _cpu_model, _loadavg
+    from ._env import _cpu_model, _loadavg
 
     results = []
     with tempfile.TemporaryDirectory(prefix="fastconv-serve-load-") as tmp:

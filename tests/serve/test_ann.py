@@ -96,7 +96,7 @@ def test_serve_with_index_ivf(tiny_checkpoint, tmp_path, photo):
 def test_ann_recall_bench_smoke(tmp_path):
     import json
 
-    from bench import ann_recall
+    from fastconv.bench import ann_recall
 
     assert ann_recall.main(["--faces", "2000", "--dim", "16", "--queries", "5", "--nprobe", "1,1000",
                             "--threads", "1", "--noise", "0.2", "--out", str(tmp_path)]) == 0

@@ -3,7 +3,7 @@ import json
 
 
 def test_serve_load_smoke(tiny_checkpoint, tmp_path, monkeypatch):
-    from bench import serve_load
+    from fastconv.bench import serve_load
 
     monkeypatch.setenv("FASTCONV_LFW", str(tmp_path / "no-lfw"))  # skip the detection row
     rc = serve_load.main(["-c", str(tiny_checkpoint), "--requests", "3", "--concurrency", "1,2",
