@@ -12,6 +12,8 @@ import torch.nn.functional as TF
 import fastconv as fc
 from fastconv import nn as fnn
 
+from .twins import torch_twin
+
 SEED = 0
 
 
@@ -88,74 +90,6 @@ class TorchTrainRunner:
     def backward(self):
         self.value.backward()
         self.opt.step()
-
-
-# ----------------------------------------------------------------------------- torch twins
-class TorchDownsample(torch.nn.Module):
-    """fastconv Downsample2d, factor (fh, fw): ``x[..., ::fh, ::fw].contiguous()`` (autograd backward)."""
-
-    def __init__(self, factor):
-        super().__init__()
-        self.fh, self.fw = factor
-
-    def forward(self, x):
-        return x[..., ::self.fh, ::self.fw].contiguous()
-
-
-class TorchUpsample(torch.nn.Module):
-    """fastconv Upsample2d, factor (fh, fw): zero insertion via ``new_zeros`` + strided assignment."""
-
-    def __init__(self, factor):
-        super().__init__()
-        self.fh, self.fw = factor
-
-    def forward(self, x):
-        n, c, h, w = x.shape
-        y = x.new_zeros((n, c, self.fh * (h - 1) + 1, self.fw * (w - 1) + 1))
-        y[..., ::self.fh, ::self.fw] = x
-        return y
-
-
-def torch_twin(fc_module):
-    """The PyTorch module computing the same function, with the same weights."""
-    t = _translate(fc_module)
-    state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in fc_module.state_dict().items()}
-    missing, unexpected = t.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise RuntimeError(f"torch twin mismatch: missing {missing}, unexpected {unexpected}")
-    return t
-
-
-def _translate(m):
-    name = type(m).__name__
-    if isinstance(m, fnn.Sequential):
-        return torch.nn.Sequential(*[_translate(c) for c in m])
-    if name in ("Conv1d", "Conv2d"):
-        dtype = torch.float64 if m.weight.dtype == np.float64 else torch.float32
-        cls = torch.nn.Conv1d if name == "Conv1d" else torch.nn.Conv2d
-        unwrap = (lambda t: t[0]) if name == "Conv1d" else (lambda t: t)
-        return cls(m.in_channels, m.out_channels, unwrap(m.kernel_size), unwrap(m.stride),
-                   unwrap(m.padding), unwrap(m.dilation), bias=m.bias is not None, dtype=dtype)
-    if name == "Linear":
-        dtype = torch.float64 if m.weight.dtype == np.float64 else torch.float32
-        return torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, dtype=dtype)
-    if name == "BatchNorm2d":
-        dtype = torch.float64 if m.running_mean.dtype == np.float64 else torch.float32
-        return torch.nn.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, dtype=dtype)
-    if name == "ReLU":
-        return torch.nn.ReLU()
-    if name == "Flatten":
-        return torch.nn.Flatten()
-    if name == "MaxPool2d":
-        return torch.nn.MaxPool2d(m.kernel_size, m.stride, m.padding)
-    if name in ("MeanPool2d", "AvgPool2d"):
-        return torch.nn.AvgPool2d(m.kernel_size, m.stride, m.padding)  # count_include_pad=True
-    if name == "Upsample2d":
-        return TorchUpsample(m.factor)
-    if name == "Downsample2d":
-        return TorchDownsample(m.factor)
-    raise TypeError(f"no torch twin for {name}")
 
 
 # ----------------------------------------------------------------------------- cases

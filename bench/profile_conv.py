@@ -126,12 +126,11 @@ def profile_backend(name, x, layer, repeats):
 
 
 def torch_times(x, layer, repeats):
-    import numpy as np
     import torch
 
-    conv = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                           layer.padding, layer.dilation, bias=layer.bias is not None,
-                           dtype=torch.float32 if x.dtype == np.float32 else torch.float64)
+    from .twins import torch_twin
+
+    conv = torch_twin(layer)
     tx = torch.from_numpy(x.copy()).requires_grad_(True)
     state = {}
 

@@ -10,6 +10,10 @@ import operator
 import os
 
 # name -> (module path, how to get it when it does not load); listed fastest first.
+# The compiled kernels live in the top-level folder kernels/ of the repository, which setup.py
+# installs as the package fastconv.kernels (package_dir): kernels/numba_kernels.py is imported
+# as "fastconv.kernels.numba_kernels", kernels/cython_kernels.pyx is built to
+# "fastconv.kernels.cython_kernels".
 _REGISTRY = {
     "cython": (
         "fastconv.kernels.cython_kernels",
@@ -21,6 +25,9 @@ _REGISTRY = {
     ),
     "reference": ("fastconv.reference", "it is part of fastconv and should always load"),
 }
+# Environment variables a backend's import reads: named when that import fails for a reason
+# other than a missing module (NUMBA_NUM_THREADS=0 makes `import numba` raise ValueError).
+_SETTINGS = {"numba": ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "NUMBA_CACHE_DIR")}
 _loaded = {}
 _errors = {}
 _current = None
@@ -43,16 +50,25 @@ def _load(name):
         return _loaded[name]
     if name not in _REGISTRY:
         raise ValueError(f"unknown backend {name!r}; expected one of {sorted(_REGISTRY)}")
+    if name not in _errors:
+        try:
+            _loaded[name] = importlib.import_module(_REGISTRY[name][0])
+            return _loaded[name]
+        except Exception as exc:  # ImportError, or a broken build/configuration raising something else
+            _errors[name] = exc
+    raise ImportError(_why_not(name, _errors[name])) from _errors[name]
+
+
+def _why_not(name, exc):
+    """The message of a backend that did not load: a missing module gets the how-to, any other
+    failure is reported as what it is, with the environment settings the import reads."""
     module_path, how_to_get = _REGISTRY[name]
-    if name in _errors:
-        raise ImportError(f"backend {name!r} is not available ({_errors[name]}); to get it, {how_to_get}")
-    try:
-        module = importlib.import_module(module_path)
-    except Exception as exc:  # ImportError, or a broken build raising something else
-        _errors[name] = f"{type(exc).__name__}: {exc}"
-        raise ImportError(f"backend {name!r} is not available ({_errors[name]}); to get it, {how_to_get}") from exc
-    _loaded[name] = module
-    return module
+    cause = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ModuleNotFoundError):
+        return f"backend {name!r} is not available ({cause}); to get it, {how_to_get}"
+    settings = [f"{var}={os.environ[var]!r}" for var in _SETTINGS.get(name, ()) if var in os.environ]
+    where = f"; check the environment: {', '.join(settings)}" if settings else ""
+    return f"backend {name!r} is installed but {module_path} failed to import ({cause}){where}"
 
 
 def available_backends():
@@ -67,10 +83,27 @@ def available_backends():
     return names
 
 
+def _backend_from_env():
+    """The backend FASTCONV_BACKEND names (case and surrounding spaces ignored), or None if unset.
+
+    ValueError for a name that is no registered backend; it is raised by the first
+    :func:`get_backend` and, at import, shown as a warning (see the end of this module).
+    """
+    raw = os.environ.get("FASTCONV_BACKEND")
+    if raw is None or not raw.strip():
+        return None
+    wanted = raw.strip().lower()
+    for name in _REGISTRY:
+        if name.lower() == wanted:
+            return name
+    raise ValueError(f"FASTCONV_BACKEND={raw!r} names no backend; expected one of {sorted(_REGISTRY)} "
+                     f"(case and surrounding spaces are ignored)")
+
+
 def _default_name():
-    env = os.environ.get("FASTCONV_BACKEND")
-    if env:
-        _load(env)  # a wrong name or a missing build raises with the how-to
+    env = _backend_from_env()
+    if env is not None:
+        _load(env)  # a missing build raises with the how-to, a broken one with its cause
         return env
     return available_backends()[0]
 
@@ -137,3 +170,11 @@ def set_num_threads(n):
         setter = getattr(module, "set_num_threads", None)
         if setter is not None:
             setter(n)
+
+
+try:  # report a bad FASTCONV_BACKEND at import; get_backend() raises it (fastconv.face never calls it)
+    _backend_from_env()
+except ValueError as _exc:
+    import warnings
+
+    warnings.warn(str(_exc), RuntimeWarning, stacklevel=2)

@@ -21,9 +21,10 @@ SIZE_MAX = 2**63 - 1
 
 def check_index(value, name, minimum):
     """An int (Python or NumPy, not bool) in ``[minimum, INDEX_MAX]``, returned as a Python int."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = operator.index(value)
+    if type(value) is not int:  # the fast path skips the (slow) ABC checks for Python ints
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        value = operator.index(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if value > INDEX_MAX:
@@ -70,8 +71,8 @@ def as_float_array(x, name, ndim, layout, empty_ok=False):
         raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {x.shape}")
     if 0 in x.shape and not empty_ok:
         raise ValueError(f"{name} must not be empty, got shape {x.shape}")
-    for side in x.shape:
-        check_grid_side(side, f"{name} {layout}: a dimension of")
+    if x.ndim and max(x.shape) > INDEX_MAX:
+        check_grid_side(max(x.shape), f"{name} {layout}: a dimension of")
     return np.ascontiguousarray(x)
 
 
@@ -84,17 +85,17 @@ def same_dtype(x, ref, what, ref_name):
 
 def int_tuple(value, n, name, minimum):
     """Turn an int or a length-``n`` sequence of ints into a tuple, each in [minimum, INDEX_MAX]."""
-    items = (value,) * n if isinstance(value, numbers.Integral) else value
+    items = (value,) * n if type(value) is int or isinstance(value, numbers.Integral) else value
     try:
         items = tuple(items)
     except TypeError:
         raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}") from None
-    if len(items) != n or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    if len(items) != n or not all(type(v) is int or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
                                   for v in items):
         raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
     if any(v < minimum for v in items):
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return tuple(check_index(v, name, minimum) for v in items)
+    return tuple([check_index(v, name, minimum) for v in items])
 
 
 def pair(value, nd, name, minimum):
@@ -131,9 +132,23 @@ def check_window_fits(size, kernel, stride, padding, dilation, out, what):
                          f"{dilation}) does not fit the input size {size} with padding {padding}")
 
 
-def check_grad_shape(dy, expected, name="dy"):
-    """Gradients must have the shape of the forward output."""
+def check_grad(dy, shape, dtype, name="dy"):
+    """A gradient must be an ndarray with the forward output's shape and dtype (no silent casts)."""
     if not isinstance(dy, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(dy).__name__}")
-    if dy.shape != tuple(expected):
-        raise ValueError(f"{name} must have the forward output's shape {tuple(expected)}, got {dy.shape}")
+    if dy.shape != tuple(shape):
+        raise ValueError(f"{name} must have the forward output's shape {tuple(shape)}, got {dy.shape}")
+    if dy.dtype != dtype:
+        raise TypeError(f"{name} must have the forward dtype {np.dtype(dtype)}, got {dy.dtype}")
+    return dy
+
+
+def float_dtype(dtype):
+    """A layer's parameter dtype: float32 or float64 (np.dtype or anything np.dtype takes)."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype

@@ -2,6 +2,8 @@
 import importlib
 import sys
 
+from .cli_errors import run_guarded
+
 COMMANDS = {
     "train-cnn": ("fastconv.examples.train_cnn", "train the fastconv CNN on LFW people with >= 20 images"),
     "bench": ("fastconv.bench.__main__", "benchmark the backends against PyTorch CPU"),
@@ -27,13 +29,16 @@ def main(argv=None):
         print(f"fastconv: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     if name == "backends":
-        import fastconv
-
-        print("available:", ", ".join(fastconv.available_backends()))
-        print("default:  ", fastconv.get_backend())
-        return 0
+        return run_guarded(_print_backends)
     module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest) or 0
+    return run_guarded(module.main, rest)
+
+
+def _print_backends():
+    import fastconv
+
+    print("available:", ", ".join(fastconv.available_backends()))
+    print("default:  ", fastconv.get_backend())
 
 
 if __name__ == "__main__":

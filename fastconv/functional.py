@@ -18,15 +18,12 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import _backend
-from ._validate import (as_float_array, check_grad_shape, check_grid_side, check_size, conv_output_size,
+from ._validate import (as_float_array, check_grad, check_grid_side, check_size, conv_output_size,
                         pair, same_dtype)
 
 
 def _grad(dy, cache):
-    check_grad_shape(dy, cache.out_shape)
-    if dy.dtype != cache.dtype:
-        raise TypeError(f"dy must have the forward dtype {cache.dtype}, got {dy.dtype}")
-    return np.ascontiguousarray(dy)
+    return np.ascontiguousarray(check_grad(dy, cache.out_shape, cache.dtype))
 
 
 def _spatial(x, spatial_dims, name):

@@ -8,9 +8,8 @@ over the rows of ``cols``). Integer arguments are range-checked (every int in [0
 2**31 - 1], buffer sizes multiplied with an overflow check) and checked against the array
 shapes before any loop runs, so no argument can make a loop read or write out of bounds.
 
-Float exactness: every sum is accumulated in the same order as the reference
-(kernel offset i, then j, for col2im and the pools; flat output order for the max-pool
-backward), in the input dtype, so im2col/col2im/up/down/avg/max match it bit for bit.
+Results are bit-identical to the reference: every sum adds its terms in the reference's
+order, in the input dtype (the claim and its reasons: docs/KERNELS.md, "Exactness").
 """
 import numpy as np
 

@@ -3,21 +3,15 @@
 Every public function has exactly the signature of its twin in ``fastconv/reference.py``:
 it checks its arguments with ``fastconv._validate`` (arrays, ints in [0 or 1, 2**31 - 1],
 windows that fit, element counts; so that no call, however wrong, can read or write outside
-an array), allocates the output in the input dtype and runs a ``@njit(parallel=True)`` kernel. The kernels split their work with ``prange`` over
-independent pieces of the output (rows of ``cols``; bands of rows of one (n, c) plane; whole
-planes for the max pool backward), so no two threads ever write the same element and the
-result does not depend on the thread count.
+an array), allocates the output in the input dtype and runs a ``@njit(parallel=True)``
+kernel. The kernels split their work with ``prange`` over independent pieces of the output
+(rows of ``cols``; bands of rows of one (n, c) plane; whole planes for the max pool
+backward), so no two threads ever write the same element and the result does not depend on
+the thread count.
 
-Floating-point parity with the reference:
-- im2col, up/downsampling and the max pool are copies/selections: bit-identical (max pool:
-  same scan order, tie/NaN rule and initial argmax as the reference).
-- col2im and the average pool backward add the contributions to each pixel in kernel-offset
-  order (i, then j), starting from zero, exactly as the reference: bit-identical.
-- the average pool forward sums the window in (i, j) order in the input dtype and divides
-  by ``dtype(kh*kw)``, as the reference: bit-identical (skipping the padded zeros changes
-  nothing, a running sum started at +0.0 is never -0.0).
-- the max pool backward accumulates in row-major (p, q) order, the order of ``np.add.at``.
-No float32 computation is promoted to float64 (scalars are passed in the array dtype).
+Results are bit-identical to the reference: every sum adds its terms in the reference's
+order, in the array dtype, and no float32 computation is promoted to float64 (scalars are
+passed in the array dtype); the claim and its reasons: docs/KERNELS.md, "Exactness".
 
 Compiled kernels are cached on disk (``cache=True``, in ``kernels/__pycache__`` when it
 is writable, else Numba's user-wide cache), so only the very first process pays the JIT

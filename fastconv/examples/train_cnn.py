@@ -90,9 +90,12 @@ def prepare_data(args):
 
 
 def _progress(total, desc, disable):
+    """A tqdm bar in a terminal; nothing when stdout is not one (CI, nohup, a log: the epoch line suffices)."""
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is a dependency, but training must not need it
+        disable = True
+    if not sys.stdout.isatty():
         disable = True
     if disable:
         class _Quiet:

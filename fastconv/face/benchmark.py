@@ -141,6 +141,21 @@ def run(cfg, folds, out, progress=True, log=print):
     return summary
 
 
+_FOLD_KEYS = ("fold", "accuracy", "accuracy_best_threshold", "eer", "tar_at_far_1e-3", "minutes")
+
+
+def _check_summary(part, path):
+    """ValueError unless ``part`` looks like a summary.json of :func:`run` (config, folds with their scores)."""
+    if not isinstance(part, dict) or "config" not in part or not isinstance(part.get("folds"), list):
+        raise ValueError(f"{path} is not a benchmark summary (expected 'config' and a 'folds' list)")
+    for r in part["folds"]:
+        missing = [k for k in _FOLD_KEYS if not isinstance(r, dict) or k not in r]
+        if missing:
+            raise ValueError(f"{path}: a fold record lacks {missing}")
+        if isinstance(r["fold"], bool) or not isinstance(r["fold"], int) or not 1 <= r["fold"] <= 10:
+            raise ValueError(f"{path}: fold {r['fold']!r} is not an integer in 1..10")
+
+
 def merge(dirs, out):
     """Combine earlier runs (same config, disjoint folds) into ``out/summary.json`` and ``out/roc.png``.
 
@@ -155,6 +170,7 @@ def merge(dirs, out):
                 part = json.load(f)
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read {path}: {exc}") from None
+        _check_summary(part, path)
         if cfg is None:
             cfg = part["config"]
         elif part["config"] != cfg:

@@ -32,16 +32,25 @@ def save_checkpoint(path, state):
     return path
 
 
+_TORCH_ADVICE = ("weights_only", "Weights only", "Check the documentation", "Please file an issue")
+
+
 def _why_unreadable(exc):
     """A one-line reason for a failed ``torch.load``, without torch's advice to load unsafely."""
     text = str(exc)
-    if "Weights only load failed" in text or "weights_only" in text:
-        detail = next((line.split("error:", 1)[1].strip() for line in text.splitlines()
-                       if "WeightsUnpickler error:" in line), "")
-        detail = detail.split(". ")[0] if detail else "it holds objects other than tensors and plain data"
-        return f"refused to unpickle it ({detail}); fastconv only loads tensors and plain data"
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(exc).__name__}{': ' + first if first else ''}"
+    if isinstance(exc, EOFError):
+        return "the file is empty or truncated"
+    if "Weights only load failed" not in text:
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        return f"{type(exc).__name__}{': ' + first if first else ''}"
+    detail = ""
+    for line in text.splitlines():
+        line = line.split("WeightsUnpickler error:", 1)[-1].strip()
+        if line and not any(a in line for a in _TORCH_ADVICE):
+            detail = line.split(". ")[0].rstrip(".")
+            break
+    return (f"refused to unpickle it ({detail or 'it holds objects other than tensors and plain data'}); "
+            "fastconv only loads tensors and plain data, never code")
 
 
 def load_checkpoint(path, map_location="cpu"):

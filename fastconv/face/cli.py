@@ -15,9 +15,7 @@ import time
 
 from .cli_eval import add_eval_commands
 
-# What a command raises for bad input (ValueError includes CheckpointError and UnreadableImage;
-# OSError: missing or unwritable files; RuntimeError: a failed ablation or ONNX parity check).
-USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+from ..cli_errors import USER_ERRORS, fail  # noqa: F401  (fail is part of this module's API)
 
 
 def _add_config_args(p):
@@ -135,7 +133,7 @@ def cmd_info(args):
     from .models import get_model, model_info, model_names
 
     names = [args.model] if args.model else model_names()
-    sizes = [args.input_size] if args.input_size else [64, 112]
+    sizes = [args.input_size] if args.input_size is not None else [64, 112]
     print(f"{'model':<16} {'input':>5} {'params (M)':>11} {'GFLOPs':>8}")
     for name in names:
         for s in sizes:
@@ -215,13 +213,6 @@ def cmd_throughput(args):
         write_json(args.out, {"config": cfg, "chosen_precision": chosen, "chosen_because": why,
                               "results": results})
     return 0
-
-
-def fail(exc) -> int:
-    """Print ``error: <message>`` as one line on stderr; returns 2, the exit status for bad input."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    print(f"error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)
-    return 2
 
 
 def run_command(args) -> int:

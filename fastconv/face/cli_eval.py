@@ -131,7 +131,8 @@ def _pairs_for(args):
         if args.fold is not None:
             raise ValueError("--fold only applies to --protocol view2")
         pairs, folds = read_pairs_any(args.pairs)
-        return pairs, folds, root, f"pairs file {args.pairs}"
+        notes = pairs.describe_skipped() if hasattr(pairs, "describe_skipped") else ""
+        return pairs, folds, root, f"pairs file {args.pairs} ({len(pairs)} pairs{'; ' + notes if notes else ''})"
     if args.protocol == "view1":
         if args.fold is not None:
             raise ValueError("--fold only applies to --protocol view2")
@@ -218,10 +219,11 @@ def cmd_embed(args) -> int:
         raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
     model, _, pre, _ = _open_checkpoint(args.checkpoint, device)
     images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True, load=_loader(args))
+    if not len(kept):
+        raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read "
+                         f"(first: {skipped[0][0]}: {skipped[0][1]})")
     if skipped:
         print(f"skipped {len(skipped)} unreadable images (listed in {sidecar})", file=sys.stderr)
-    if not len(kept):
-        raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read")
     emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
     atomic_write(out, lambda fh: np.save(fh, emb), mode=PRIVATE)
     info = {

@@ -25,8 +25,11 @@ def preset_names():
 
 
 def _read_toml(path):
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path}: {exc}") from None
 
 
 def flat_keys(cfg, prefix=""):
@@ -45,24 +48,16 @@ def _typed(value, base, key):
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return value.lower() in ("true", "1", "yes", "on")
         raise ValueError(f"{key}: expected a bool, got {value!r}")
-    if isinstance(base, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    if isinstance(base, (int, float)):  # bool is handled above
+        kind = type(base)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int)):
+            return kind(value)
         if isinstance(value, str):
             try:
-                return int(value)
+                return kind(value)
             except ValueError:
                 pass
-        raise ValueError(f"{key}: expected an int, got {value!r}")
-    if isinstance(base, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ValueError(f"{key}: expected a float, got {value!r}")
+        raise ValueError(f"{key}: expected {'an int' if kind is int else 'a float'}, got {value!r}")
     if isinstance(base, str):
         if isinstance(value, str):
             return value

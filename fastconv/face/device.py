@@ -29,7 +29,8 @@ def resolve_device(device="cpu", local_rank=0) -> torch.device:
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 /proc/cpuinfo "flags"; aarch64 lists "bf16" in "Features"
 
 
-def _cpuinfo_flags(path="/proc/cpuinfo"):
+def _read_flags(path):
+    """CPU feature flags of the first processor listed in a ``/proc/cpuinfo``-format file (empty if unreadable)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -39,6 +40,10 @@ def _cpuinfo_flags(path="/proc/cpuinfo"):
     except OSError:
         pass
     return set()
+
+
+def _cpuinfo_flags():
+    return _read_flags("/proc/cpuinfo")
 
 
 def cpu_has_native_bf16():

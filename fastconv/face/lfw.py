@@ -26,6 +26,7 @@ __all__ = [
     "read_pairs",
     "read_people",
     "read_pairs_csv",
+    "PairList",
     "read_pairs_any",
     "is_lfw_pairs_file",
     "flatten_folds",
@@ -55,7 +56,7 @@ def image_relpath(name: str, number: int) -> str:
 
 def _lines(path):
     """Yield ``(line_number, fields)`` for the non-blank lines of a whitespace-separated file."""
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, "r", encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, start=1):
             fields = line.split()
             if fields:
@@ -216,15 +217,45 @@ def _label(text):
     return None
 
 
-def read_pairs_csv(path) -> list[Pair]:
-    """Read a user pair list ``path_a,path_b,label`` (label 1/0/true/false; optional header line).
+_LABEL_COLUMNS = {"label", "same", "is_same", "issame", "match", "target"}
 
-    Paths are kept as written (relative to the image root, or absolute).
+
+class PairList(list):
+    """A list of :class:`Pair` read from a file; ``skipped_rows`` = [(line, why)] for every row not read."""
+
+    def __init__(self, pairs=(), skipped_rows=()):
+        super().__init__(pairs)
+        self.skipped_rows = list(skipped_rows)
+
+    def describe_skipped(self) -> str:
+        """``"skipped 1 header row (line 1) and 2 blank rows (lines 4, 6)"``, or ``""``."""
+        parts = []
+        for why in dict.fromkeys(w for _, w in self.skipped_rows):
+            lines = [str(n) for n, w in self.skipped_rows if w == why]
+            parts.append(f"{len(lines)} {why} row{'s' if len(lines) > 1 else ''} "
+                         f"(line{'s' if len(lines) > 1 else ''} {', '.join(lines)})")
+        return "skipped " + " and ".join(parts) if parts else ""
+
+
+def _is_header(row):
+    """A header names its columns: the third is one of ``label, same, is_same, issame, match, target``."""
+    return row[2].strip().lower() in _LABEL_COLUMNS
+
+
+def read_pairs_csv(path) -> PairList:
+    """Read a user pair list ``path_a,path_b,label`` (label 1/0/true/false/same/different).
+
+    UTF-8 with or without a byte-order mark. An optional first row is a header when its third
+    column is named ``label`` (or ``same``, ``is_same``, ``issame``, ``match``, ``target``); any other
+    row with a bad label raises ValueError. Blank rows are skipped; the header and blank rows
+    are listed in the result's ``skipped_rows``. Paths are kept as written (relative to the image
+    root, or absolute).
     """
-    pairs = []
-    with open(path, "r", encoding="utf-8", newline="") as fh:
+    pairs, skipped = [], []
+    with open(path, "r", encoding="utf-8-sig", newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or all(not c.strip() for c in row):
+                skipped.append((lineno, "blank"))
                 continue
             if len(row) != 3:
                 raise ValueError(
@@ -234,22 +265,24 @@ def read_pairs_csv(path) -> list[Pair]:
             a, b, lab = (c.strip() for c in row)
             same = _label(lab)
             if same is None:
-                if not pairs and lineno == 1:
-                    continue  # header line
+                if not pairs and not any(why == "header" for _, why in skipped) and _is_header(row):
+                    skipped.append((lineno, "header"))
+                    continue
                 raise ValueError(
-                    f"{path}:{lineno}: label must be 1/0/true/false, got {lab!r}"
+                    f"{path}:{lineno}: label must be 1/0/true/false/same/different, got {lab!r}"
+                    + (" (a header row names its third column 'label')" if not pairs else "")
                 )
             if not a or not b:
                 raise ValueError(f"{path}:{lineno}: empty image path")
             pairs.append(Pair(a, b, same))
     if not pairs:
         raise ValueError(f"{path}: no pairs found")
-    return pairs
+    return PairList(pairs, skipped)
 
 
 def is_lfw_pairs_file(path) -> bool:
     """True when the first non-blank line is an LFW header (one or two integers)."""
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, "r", encoding="utf-8-sig") as fh:
         for line in fh:
             fields = line.split()
             if fields:
@@ -273,10 +306,13 @@ def read_pairs_any(path):
     """
     if not os.path.isfile(path):
         raise ValueError(f"pairs file {path} does not exist")
-    if is_lfw_pairs_file(path):
-        pairs, folds = flatten_folds(read_pairs(path))
-        return pairs, (folds if folds.size and folds.max() > 0 else None)
-    return read_pairs_csv(path), None
+    try:
+        if is_lfw_pairs_file(path):
+            pairs, folds = flatten_folds(read_pairs(path))
+            return pairs, (folds if folds.size and folds.max() > 0 else None)
+        return read_pairs_csv(path), None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def pair_identities(pairs) -> set[str]:

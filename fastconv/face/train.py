@@ -218,7 +218,7 @@ class _Run:
     t_start: float
     history: list = field(default_factory=list)
     best_eer: float = float("inf")
-    last_val: dict = None
+    last_val: "dict | None" = None
     epochs_done: int = 0
 
     @property
@@ -426,16 +426,8 @@ def end_epoch(run, stage, epoch, record):
         dist.barrier()
 
 
-def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epochs=None, data=None,
-          return_model=False):
-    """Run the enabled stages of ``cfg``; returns a summary dict (best/last validation, paths, minutes).
-
-    ``split``: a protocols.Split to train on instead of ``cfg["data"]``; ``data``: prepared arrays (see
-    :func:`fastconv.face.prepare.prepare_data`); ``stop_after_epochs`` ends this run after that many
-    epochs (to test ``resume``); ``return_model`` adds the trained backbone under ``"model"``.
-    """
-    t_start = time.time()
-    world, rank, local_rank = _dist_info()
+def _set_up_runtime(cfg, world, local_rank):
+    """Device, process group, threads and precision of a run -> (device, precision, why that precision)."""
     device = resolve_device(cfg["device"], local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -446,6 +438,20 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
         torch.set_num_threads(cfg["threads"])
     precision, why = resolve_precision(cfg["precision"], device)
     _autocast(device, precision)  # validates fp16-on-CPU early
+    return device, precision, why
+
+
+def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epochs=None, data=None,
+          return_model=False):
+    """Run the enabled stages of ``cfg``; returns a summary dict (best/last validation, paths, minutes).
+
+    ``split``: a protocols.Split to train on instead of ``cfg["data"]``; ``data``: prepared arrays (see
+    :func:`fastconv.face.prepare.prepare_data`); ``stop_after_epochs`` ends this run after that many
+    epochs (to test ``resume``); ``return_model`` adds the trained backbone under ``"model"``.
+    """
+    t_start = time.time()
+    world, rank, local_rank = _dist_info()
+    device, precision, why = _set_up_runtime(cfg, world, local_rank)
     out_dir = pathlib.Path(out_dir)
     state = _resume_state(out_dir / "last.pt", cfg, device) if resume else None
     if rank == 0:

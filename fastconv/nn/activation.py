@@ -2,7 +2,7 @@
 import numpy as np
 from scipy.special import erf
 
-from .._validate import check_grad_shape, check_input
+from .._validate import check_grad, check_input
 from .module import CachedModule
 
 
@@ -17,7 +17,7 @@ class _Elementwise(CachedModule):
 
     def backward(self, dy):
         x, y = self._recall()
-        check_grad_shape(dy, y.shape)
+        check_grad(dy, y.shape, y.dtype)
         return dy * self.df(x, y)
 
 
@@ -112,5 +112,5 @@ class Softmax(CachedModule):
 
     def backward(self, dy):
         y = self._recall()
-        check_grad_shape(dy, y.shape)
+        check_grad(dy, y.shape, y.dtype)
         return y * (dy - (dy * y).sum(axis=self.dim, keepdims=True))

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from .._validate import check_channels, check_size, int_tuple
+from .._validate import check_channels, check_size, float_dtype, int_tuple
 from ..random import uniform
 from .module import CachedModule, Parameter
 
@@ -28,9 +28,7 @@ class _ConvNd(CachedModule):
         self.padding = int_tuple(padding, nd, "padding", 0)
         self.dilation = int_tuple(dilation, nd, "dilation", 1)
         self.output_padding = int_tuple(output_padding, nd, "output_padding", 0)
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        dtype = float_dtype(dtype)
         check_size("weight", self.in_channels, self.out_channels, *self.kernel_size)
         if self.transposed:
             shape = (self.in_channels, self.out_channels) + self.kernel_size

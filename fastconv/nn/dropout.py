@@ -1,6 +1,6 @@
 """Inverted dropout: zero with probability p in training and scale the rest by 1/(1-p)."""
 
-from .._validate import check_grad_shape, check_input
+from .._validate import check_grad, check_input
 from ..random import rng
 from .module import CachedModule
 
@@ -21,18 +21,18 @@ class Dropout(CachedModule):
         x = check_input(x, type(self).__name__)
         if not self.training or self.p == 0.0:
             self._remember(None)
-            object.__setattr__(self, "_shape", x.shape)
+            object.__setattr__(self, "_shape", (x.shape, x.dtype))
             return x
         keep = rng().random(self._mask_shape(x)) >= self.p
         mask = keep.astype(x.dtype) / x.dtype.type(1.0 - self.p)
         self._remember(mask)
-        object.__setattr__(self, "_shape", x.shape)
+        object.__setattr__(self, "_shape", (x.shape, x.dtype))
         return x * mask
 
     def backward(self, dy):
         if "_shape" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        check_grad_shape(dy, self._shape)
+        check_grad(dy, *self._shape)
         mask = self.__dict__.get("_cache")
         return dy if mask is None else dy * mask
 

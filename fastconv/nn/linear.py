@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from .._validate import check_channels, check_grad_shape, check_input, same_dtype
+from .._validate import check_channels, check_grad, check_input, float_dtype, same_dtype
 from ..random import uniform
 from .module import CachedModule, Module, Parameter
 
@@ -15,6 +15,7 @@ class Linear(CachedModule):
         super().__init__()
         check_channels(in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = int(in_features), int(out_features)
+        dtype = float_dtype(dtype)
         bound = 1.0 / math.sqrt(self.in_features)
         self.weight = Parameter(uniform(bound, (self.out_features, self.in_features), dtype))
         self.bias = Parameter(uniform(bound, (self.out_features,), dtype)) if bias else None
@@ -32,7 +33,7 @@ class Linear(CachedModule):
 
     def backward(self, dy):
         x, out_shape = self._recall()
-        check_grad_shape(dy, out_shape)
+        check_grad(dy, out_shape, x.dtype)
         x2 = x.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
         self.weight.grad += dy2.T @ x2
@@ -56,12 +57,12 @@ class Flatten(CachedModule):
         if x.ndim <= self.start_dim:
             raise ValueError(f"Flatten(start_dim={self.start_dim}) needs at least "
                              f"{self.start_dim + 1} dims, got shape {x.shape}")
-        self._remember(x.shape)
+        self._remember((x.shape, x.dtype))
         return x.reshape(x.shape[:self.start_dim] + (-1,))
 
     def backward(self, dy):
-        shape = self._recall()
-        return dy.reshape(shape)
+        shape, dtype = self._recall()
+        return check_grad(dy, shape[:self.start_dim] + (math.prod(shape[self.start_dim:]),), dtype).reshape(shape)
 
 
 class Identity(Module):

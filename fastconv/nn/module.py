@@ -73,9 +73,6 @@ class Module:
         raise NotImplementedError
 
     # -- traversal ---------------------------------------------------------------------
-    def children(self):
-        return iter(self._modules.values())
-
     def named_modules(self, prefix=""):
         yield prefix, self
         for name, module in self._modules.items():

@@ -5,7 +5,7 @@ unbiased variance (``running = (1 - momentum) running + momentum batch``). Eval:
 """
 import numpy as np
 
-from .._validate import check_channels, check_grad_shape, check_input, same_dtype
+from .._validate import check_channels, check_grad, check_input, float_dtype, same_dtype
 from .module import CachedModule, Parameter
 
 
@@ -19,7 +19,7 @@ class _BatchNorm(CachedModule):
         check_channels(num_features=num_features)
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        dtype = np.dtype(dtype)
+        dtype = float_dtype(dtype)
         if affine:
             self.weight = Parameter(np.ones(num_features, dtype))
             self.bias = Parameter(np.zeros(num_features, dtype))
@@ -37,6 +37,8 @@ class _BatchNorm(CachedModule):
             raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels, got {x.shape[1]}")
         if self.affine:
             same_dtype(x, self.weight.data, "input", "weight")
+        elif self.track_running_stats:
+            same_dtype(x, self.running_mean, "input", "running_mean")
         return (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
 
     def forward(self, x):
@@ -63,7 +65,7 @@ class _BatchNorm(CachedModule):
 
     def backward(self, dy):
         xhat, inv_std, axes, bshape, batch_stats = self._recall()
-        check_grad_shape(dy, xhat.shape)
+        check_grad(dy, xhat.shape, xhat.dtype)
         if self.affine:
             self.weight.grad += (dy * xhat).sum(axis=axes)
             self.bias.grad += dy.sum(axis=axes)

@@ -8,7 +8,7 @@
   with ``FASTCONV_HYPOTHESIS_PROFILE=thorough`` (``HYPOTHESIS_PROFILE`` works too).
   Tests size their example counts with :func:`fuzz` / :func:`examples`.
 
-Tolerances (``assert_close``):
+Tolerances (``assert_close``, the one place that defines them; every suite uses it):
   float64: max|a - b| <= 1e-12 (absolute);
   float32: max|a - b| / max(1, max|b|) <= 1e-5 (relative to the largest reference value);
   inf/NaN must sit at the same places as in the reference, the measure covers the finite rest.
@@ -93,6 +93,24 @@ def assert_close(actual, expected, dtype, what=""):
                              f"{where}: got {actual[where]!r}, expected {expected[where]!r}")
 
 
+def assert_bitwise_equal(actual, expected, what=""):
+    """Same dtype, same shape, the same bits everywhere (signed zeros included); NaN where the
+    reference has NaN (its payload may differ)."""
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if actual.dtype.kind == "f":
+        bits = np.dtype(f"u{actual.dtype.itemsize}")
+        differ = actual.view(bits) != expected.view(bits)
+        differ &= ~(np.isnan(actual) & np.isnan(expected))
+    else:
+        differ = actual != expected
+    if differ.any():
+        bad = np.argwhere(differ)
+        i = tuple(bad[0])
+        raise AssertionError(f"{what}: {len(bad)} entries differ (must be bit-exact); first at {i}: "
+                             f"got {actual[i]!r}, expected {expected[i]!r}")
+
+
 def assert_dtype(a, dtype, what):
     assert isinstance(a, np.ndarray), f"{what}: expected numpy.ndarray, got {type(a).__name__}"
     assert a.dtype == np.dtype(dtype), f"{what}: dtype {a.dtype}, expected {np.dtype(dtype)}"
@@ -124,6 +142,25 @@ def with_layout(a, layout):
         raise ValueError(f"unknown layout {layout!r}")
     assert np.array_equal(out, a)
     return out
+
+
+# ----------------------------------------------------------------------------- imports
+def import_installed(name):
+    """Import a module that exists only in an installed tree: ``fastconv.kernels`` and
+    ``fastconv.bench`` are mapped from the top-level ``kernels/`` and ``bench/`` folders by
+    setup.py's ``package_dir`` (``pip install -e .``). Where it is missing, the test is skipped,
+    except where ``FASTCONV_REQUIRE_BACKENDS`` is set (CI): the compiled backends need the same
+    install, so a missing module is then a failure, not a silent skip."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        required = os.environ.get("FASTCONV_REQUIRE_BACKENDS")
+        why = f"{name} does not import ({type(exc).__name__}: {exc}); install with `pip install -e .`"
+        if required:
+            pytest.fail(f"{why}; required because FASTCONV_REQUIRE_BACKENDS={required!r}", pytrace=False)
+        pytest.skip(why)
 
 
 # ----------------------------------------------------------------------------- the helper

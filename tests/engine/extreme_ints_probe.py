@@ -107,8 +107,8 @@ def check_layers(backend, examples):
         got = run_layer(kind, args, kwargs, x, backend, expected[1] if expected[0] == "ok" else None)
         if got[0] == "memory":
             return
-        assert got[0] == expected[0], f"{backend}: {got[0]} {got[1:] if got[0] == 'error' else ''} " \
-                                      f"but reference: {expected[0]} {expected[1:] if expected[0] == 'error' else ''}"
+        assert got[0] == expected[0], f"{backend}: {got[:1] + got[1:3] * (got[0] == 'error')} but " \
+                                      f"reference: {expected[:1] + expected[1:3] * (expected[0] == 'error')}"
         if got[0] == "error":
             assert got[1:] == expected[1:], f"{backend} says {got[1:]}, reference says {expected[1:]}"
         else:

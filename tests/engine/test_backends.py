@@ -137,11 +137,35 @@ def test_env_var_selects_backend():
         assert result.stdout.strip() == name
 
 
-def test_env_var_unknown_backend_fails_loudly():
-    result = _python("import fastconv as fc; fc.get_backend()", FASTCONV_BACKEND="nope")
-    assert result.returncode != 0
-    assert "ValueError" in result.stderr and "unknown backend 'nope'" in result.stderr
-    assert "'reference'" in result.stderr
+def test_env_var_ignores_case_and_spaces():
+    code = "import fastconv as fc; print(fc.get_backend())"
+    for name in fc.available_backends():
+        result = _python(code, FASTCONV_BACKEND=f"  {name.upper()}\n")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == name
+
+
+def test_env_var_unknown_backend_is_reported_at_import_and_raised_at_first_use():
+    message = "FASTCONV_BACKEND='nope' names no backend; expected one of ['cython', 'numba', 'reference']"
+    imported = _python("import fastconv", FASTCONV_BACKEND="nope")
+    assert imported.returncode == 0 and "RuntimeWarning: " + message in imported.stderr, imported.stderr
+    used = _python("import fastconv as fc; fc.get_backend()", FASTCONV_BACKEND="nope")
+    assert used.returncode != 0
+    assert "ValueError: " + message in used.stderr.splitlines()[-1], used.stderr
+
+
+def test_a_backend_that_fails_for_another_reason_says_so():
+    """NUMBA_NUM_THREADS=0 makes `import numba` raise ValueError: that is the cause to report,
+    not 'numba is not installed'."""
+    code = ("import fastconv as fc\n"
+            "try:\n    fc.set_backend('numba')\nexcept ImportError as exc:\n    print(exc)")
+    result = _python(code, NUMBA_NUM_THREADS="0")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.strip()
+    assert out.startswith("backend 'numba' is installed but fastconv.kernels.numba_kernels failed to import "
+                          "(ValueError: "), out
+    assert out.endswith("check the environment: NUMBA_NUM_THREADS='0'"), out
+    assert "pip install" not in out
 
 
 @pytest.mark.parametrize("bad", [1.5, "2", True, None])
@@ -165,3 +189,35 @@ def test_set_num_threads_applies():
     result = _python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "1"]
+
+
+def test_every_registered_backend_imports_by_its_registry_path():
+    """The registry names modules by string: each must import under that name, carry it as
+    NAME, and the compiled ones must come from the repository's top-level kernels/ folder
+    (installed as fastconv.kernels by setup.py's package_dir)."""
+    import importlib
+    import pathlib
+
+    package = pathlib.Path(fc.__file__).resolve().parent
+    homes = {package.parent / "kernels", package / "kernels"}  # editable install, or a copied one
+    required = {n for n in os.environ.get("FASTCONV_REQUIRE_BACKENDS", "").split(",") if n}
+    for name, (module_path, _) in _backend._REGISTRY.items():
+        if name not in fc.available_backends() and name not in required:
+            continue
+        module = importlib.import_module(module_path)
+        assert module.NAME == name, f"{module_path} says it is {module.NAME!r}, registered as {name!r}"
+        if module_path.startswith("fastconv.kernels."):
+            assert pathlib.Path(module.__file__).resolve().parent in homes, module.__file__
+
+
+def test_import_installed_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    from engine_helpers import import_installed
+
+    monkeypatch.setenv("FASTCONV_REQUIRE_BACKENDS", "cython")
+    with pytest.raises(pytest.fail.Exception, match=r"fastconv.bench.nope does not import .*required because "
+                                                     r"FASTCONV_REQUIRE_BACKENDS='cython'"):
+        import_installed("fastconv.bench.nope")
+    monkeypatch.delenv("FASTCONV_REQUIRE_BACKENDS")
+    with pytest.raises(pytest.skip.Exception, match=r"pip install -e \."):
+        import_installed("fastconv.bench.nope")
+    assert import_installed("fastconv.bench.twins").torch_twin

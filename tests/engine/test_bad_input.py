@@ -61,6 +61,15 @@ CASES = [
     ("dtype-mismatch-linear", lambda: fc.nn.Linear(8, 2, dtype=np.float32)(np.zeros((2, 8))), TypeError,
      r"float64.*float32"),
     ("int-layer-dtype", lambda: fc.nn.Conv2d(3, 4, 3, dtype=np.int32), TypeError, r"float32 or float64"),
+    ("int-batchnorm-dtype", lambda: fc.nn.BatchNorm2d(3, dtype=np.int64), TypeError,
+     r"^dtype must be float32 or float64, got int64$"),
+    ("f16-batchnorm-dtype", lambda: fc.nn.BatchNorm1d(3, dtype=np.float16), TypeError, r"got float16$"),
+    ("int-linear-dtype", lambda: fc.nn.Linear(3, 4, dtype=int), TypeError,
+     r"^dtype must be float32 or float64, got int64$"),
+    ("bogus-dtype", lambda: fc.nn.Linear(3, 4, dtype="nope"), TypeError, r"got 'nope'$"),
+    ("dtype-mismatch-batchnorm-no-affine",
+     lambda: fc.nn.BatchNorm2d(3, affine=False, dtype=np.float32)(x4()), TypeError,
+     r"float64.*running_mean.*float32"),
     # bad stride / kernel / padding / dilation / channels / factor
     ("conv-stride-0", lambda: fc.nn.Conv2d(3, 4, 3, stride=0), ValueError, r"stride must be >= 1, got 0"),
     ("conv-stride-negative", lambda: fc.nn.Conv1d(3, 4, 3, stride=-2), ValueError, r"stride must be >= 1, got -2"),
@@ -167,16 +176,25 @@ def test_backward_wrong_dy(backend, make, make_x):
         layer.backward(y.tolist())
 
 
-KERNEL_LAYERS = LAYERS[:12]
+LAYERS_F32 = [("Flatten", lambda: fc.nn.Flatten(), x4)] + LAYERS
 
 
-@pytest.mark.parametrize("make,make_x", [(m, f) for _, m, f in KERNEL_LAYERS],
-                         ids=[n for n, _, _ in KERNEL_LAYERS])
-def test_backward_wrong_dy_dtype(backend, make, make_x):
+@pytest.mark.parametrize("make,make_x", [(m, f) for _, m, f in LAYERS_F32], ids=[n for n, _, _ in LAYERS_F32])
+@pytest.mark.parametrize("forward, other", [(np.float64, np.float32), (np.float32, np.float64),
+                                            (np.float64, np.int64)], ids=["f64-f32", "f32-f64", "f64-int"])
+def test_backward_wrong_dy_dtype(backend, make, make_x, forward, other):
+    """Every layer: a dy of another dtype than the forward's is a TypeError, never a silent cast."""
     layer = make()
-    y = layer(make_x())
-    with pytest.raises(TypeError, match=r"dy must have the forward dtype float64, got float32"):
-        layer.backward(np.zeros(y.shape, np.float32))
+    for m in layer.modules():  # parameters and buffers in the forward dtype
+        for p in m._parameters.values():
+            p.data, p.grad = p.data.astype(forward), p.grad.astype(forward)
+        for name, b in list(m._buffers.items()):
+            m.register_buffer(name, b.astype(forward))
+    y = layer(make_x(dtype=forward))
+    assert y.dtype == forward
+    with pytest.raises(TypeError, match=rf"dy must have the forward dtype {np.dtype(forward)}, "
+                                        rf"got {np.dtype(other)}"):
+        layer.backward(np.zeros(y.shape, other))
 
 
 def test_loss_backward_before_forward():

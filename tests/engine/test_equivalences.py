@@ -34,6 +34,16 @@ def pad_crop(a, amounts):
     return np.ascontiguousarray(a[tuple(index)])
 
 
+def _draw_conv(data, nd, kind, dtype):
+    """Channels, legal axes (``engine_helpers.geometry``), bias or not, an input x and a generator."""
+    cin, cout = data.draw(st.integers(1, 8), label="cin"), data.draw(st.integers(1, 8), label="cout")
+    n, axes, sizes = data.draw(geometry(nd, kind, max(cin, cout)), label="geometry")
+    bias = data.draw(st.booleans(), label="bias")
+    rng = np.random.default_rng(data.draw(SEEDS, label="seed"))
+    x = rng.uniform(-1, 1, (n, cin) + tuple(sizes)).astype(dtype)
+    return cin, cout, axes, bias, x, rng
+
+
 def _layers(nd):
     return ((fc.nn.Conv1d, fc.nn.ConvTranspose1d, fc.nn.Upsample1d, fc.nn.Downsample1d) if nd == 1 else
             (fc.nn.Conv2d, fc.nn.ConvTranspose2d, fc.nn.Upsample2d, fc.nn.Downsample2d))
@@ -44,11 +54,8 @@ def _layers(nd):
 @fuzz(8)
 @given(data=st.data())
 def test_strided_conv_is_conv_then_downsample(backend, nd, dtype, data):
-    cin, cout = data.draw(st.integers(1, 8), label="cin"), data.draw(st.integers(1, 8), label="cout")
-    n, axes, sizes = data.draw(geometry(nd, "conv", max(cin, cout)), label="geometry")
+    cin, cout, axes, bias, x, rng = _draw_conv(data, nd, "conv", dtype)
     k, s, p, d = (param(axes, key, nd) for key in "kspd")
-    bias = data.draw(st.booleans(), label="bias")
-    rng = np.random.default_rng(data.draw(SEEDS, label="seed"))
     conv_cls, _, _, down_cls = _layers(nd)
     strided = conv_cls(cin, cout, k, stride=s, padding=p, dilation=d, bias=bias, dtype=dtype)
     dense = conv_cls(cin, cout, k, stride=1, padding=p, dilation=d, bias=bias, dtype=dtype)
@@ -56,7 +63,6 @@ def test_strided_conv_is_conv_then_downsample(backend, nd, dtype, data):
     if bias:
         dense.bias.data[...] = strided.bias.data
     down = down_cls(s)
-    x = rng.uniform(-1, 1, (n, cin) + tuple(sizes)).astype(dtype)
 
     y = strided(x)
     y_chain = down(dense(x))
@@ -73,11 +79,8 @@ def test_strided_conv_is_conv_then_downsample(backend, nd, dtype, data):
 @fuzz(8)
 @given(data=st.data())
 def test_transposed_conv_is_upsample_pad_conv(backend, nd, dtype, data):
-    cin, cout = data.draw(st.integers(1, 8), label="cin"), data.draw(st.integers(1, 8), label="cout")
-    n, axes, sizes = data.draw(geometry(nd, "tconv", max(cin, cout)), label="geometry")
+    cin, cout, axes, bias, x, rng = _draw_conv(data, nd, "tconv", dtype)
     k, s, p, d, op = (param(axes, key, nd) for key in ("k", "s", "p", "d", "op"))
-    bias = data.draw(st.booleans(), label="bias")
-    rng = np.random.default_rng(data.draw(SEEDS, label="seed"))
     conv_cls, tconv_cls, up_cls, _ = _layers(nd)
     tconv = tconv_cls(cin, cout, k, stride=s, padding=p, output_padding=op, dilation=d, bias=bias,
                       dtype=dtype)
@@ -91,7 +94,6 @@ def test_transposed_conv_is_upsample_pad_conv(backend, nd, dtype, data):
         conv.bias.data[...] = tconv.bias.data
     up = up_cls(s)
     amounts = [(a["d"] * (a["k"] - 1) - a["p"], a["d"] * (a["k"] - 1) - a["p"] + a["op"]) for a in axes]
-    x = rng.uniform(-1, 1, (n, cin) + tuple(sizes)).astype(dtype)
 
     y = tconv(x)
     y_chain = conv(pad_crop(up(x), amounts))

@@ -103,9 +103,11 @@ def test_the_bound_itself_is_accepted():
 
 @pytest.mark.parametrize("call, match", [
     (lambda: fc.nn.Conv1d(1, 1, 1, padding=2**30)(ONE), r"conv \(width\): output size 2147483652 is more than "),
-    (lambda: fc.nn.ConvTranspose1d(1, 1, 1, stride=2**30)(ONE), r"transposed conv output width 3221225473 is more than "),
+    (lambda: fc.nn.ConvTranspose1d(1, 1, 1, stride=2**30)(ONE),
+     r"transposed conv output width 3221225473 is more than "),
     (lambda: fc.nn.Upsample2d((2**30, 1))(ONE2), r"upsampled height 3221225473 is more than "),
-    (lambda: fc.nn.Conv2d(2**31 - 1, 2**31 - 1, 2**31 - 1), r"weight would have \d+ elements, more than 9223372036854775807"),
+    (lambda: fc.nn.Conv2d(2**31 - 1, 2**31 - 1, 2**31 - 1),
+     r"weight would have \d+ elements, more than 9223372036854775807"),
 ])
 def test_derived_sizes_are_bounded(call, match):
     with pytest.raises(ValueError, match=match):

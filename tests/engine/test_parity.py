@@ -101,20 +101,16 @@ def run_spec(spec, dtype):
 
 
 # ----------------------------------------------------------------------------- kernel layers
+KERNEL_LAYERS = [(layer, conv_spec) for layer in CONV_LAYERS] + [(layer, pool_spec) for layer in POOL_LAYERS]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("layer", CONV_LAYERS)
+@pytest.mark.parametrize("layer, spec", KERNEL_LAYERS, ids=[layer for layer, _ in KERNEL_LAYERS])
 @fuzz(10)
 @given(data=st.data())
-def test_conv_parity(backend, layer, dtype, data):
-    run_spec(data.draw(conv_spec(layer), label="spec"), dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("layer", POOL_LAYERS)
-@fuzz(8)
-@given(data=st.data())
-def test_pool_parity(backend, layer, dtype, data):
-    run_spec(data.draw(pool_spec(layer), label="spec"), dtype)
+def test_kernel_layer_parity(backend, layer, spec, dtype, data):
+    """Convolutions and pools against torch on fuzzed shapes, layouts and parameters."""
+    run_spec(data.draw(spec(layer), label="spec"), dtype)
 
 
 def _c(layer, n, cin, cout, size, k, s=1, p=0, d=1, op=None, bias=True, layout="c"):

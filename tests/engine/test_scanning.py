@@ -1,24 +1,19 @@
 """Scanning MLP -> CNN conversion: the CNN equals the MLP run window by window, forward and
-backward, float64 to 1e-12, under every available backend (conftest's ``backend`` fixture).
+backward, float64 to 1e-12 (``assert_close``), under every available backend (conftest's ``backend`` fixture).
 Reference gradients: PyTorch autograd on the window-by-window MLP."""
 import numpy as np
 import pytest
 
 import fastconv as fc
+from engine_helpers import assert_close
 from fastconv import scanning as S
 
 torch = pytest.importorskip("torch")
 
+F64 = np.float64
 E = S.EXAMPLE
 C, T, WINDOW, STRIDE = E["in_channels"], E["time_steps"], E["window"], E["stride"]
 CH, KS, SS = E["dist_channels"], E["dist_kernels"], E["dist_strides"]
-
-
-def _close(a, b, tol=1e-12):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape
-    scale = max(1.0, float(np.abs(b).max()))
-    assert np.abs(a - b).max() <= tol * scale, np.abs(a - b).max()
 
 
 def _torch_scan(x, ws, window, stride):
@@ -41,6 +36,19 @@ def _torch_grads(x, ws, window, stride, dy):
     y = _torch_scan(xt, wt, window, stride)
     (y * torch.tensor(dy)).sum().backward()
     return y.detach().numpy(), xt.grad.numpy(), [w.grad.numpy() for w in wt]
+
+
+def _check_against_mlp(cnn, x, ws, rng):
+    """The CNN's output equals the window-by-window MLP's (torch and ``scan_mlp``) and its input
+    gradient torch's; returns (y, torch's MLP weight gradients) for the weight checks."""
+    y = cnn(x)
+    dy = rng.standard_normal(y.shape)
+    y_ref, dx_ref, dw_ref = _torch_grads(x, ws, WINDOW, STRIDE, dy)
+    assert_close(y, y_ref, F64, "CNN vs torch scan")
+    assert_close(y, S.scan_mlp(x, ws, WINDOW, STRIDE), F64, "CNN vs scan_mlp")
+    cnn.zero_grad()
+    assert_close(cnn.backward(dy), dx_ref, F64, "input gradient")
+    return y, dw_ref
 
 
 def _convs(seq):
@@ -81,15 +89,9 @@ def test_simple_scanning(backend, seed, batch):
     ws = [rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
     x = rng.standard_normal((batch, C, T))
     cnn = S.simple_scanning_cnn(ws, C, STRIDE)
-    y = cnn(x)
-    dy = rng.standard_normal(y.shape)
-    y_ref, dx_ref, dw_ref = _torch_grads(x, ws, WINDOW, STRIDE, dy)
-    _close(y, y_ref)
-    _close(y, S.scan_mlp(x, ws, WINDOW, STRIDE))
-    cnn.zero_grad()
-    _close(cnn.backward(dy), dx_ref)
+    _, dw_ref = _check_against_mlp(cnn, x, ws, rng)
     for conv, g in zip(_convs(cnn), dw_ref):
-        _close(S.conv_to_mlp_weight(conv.weight.grad), g)
+        assert_close(S.conv_to_mlp_weight(conv.weight.grad), g, F64, "weight gradient")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -104,17 +106,11 @@ def test_distributed_scanning(backend, seed, batch):
     cnn = S.distributed_scanning_cnn(nan_padded, C, CH, KS, SS)
     for conv, b, c, k in zip(_convs(cnn), blocks, ins, KS):
         np.testing.assert_array_equal(conv.weight.data, S.mlp_to_conv_weight(b, c, k))
-    y = cnn(x)
+    y, dfull_ref = _check_against_mlp(cnn, x, full, rng)
     assert np.all(np.isfinite(y))  # no NaN from the padding leaked in
-    dy = rng.standard_normal(y.shape)
-    y_ref, dx_ref, dfull_ref = _torch_grads(x, full, WINDOW, STRIDE, dy)
-    _close(y, y_ref)
-    _close(y, S.scan_mlp(x, full, WINDOW, STRIDE))
-    cnn.zero_grad()
-    _close(cnn.backward(dy), dx_ref)
     for i, conv in enumerate(_convs(cnn)):
         tied = S.tied_block_grad(dfull_ref[i], i, C, CH, KS, SS)  # sum over the shared copies
-        _close(S.conv_to_mlp_weight(conv.weight.grad), tied)
+        assert_close(S.conv_to_mlp_weight(conv.weight.grad), tied, F64, "tied weight gradient")
 
 
 def test_biases_are_converted():
@@ -123,7 +119,8 @@ def test_biases_are_converted():
     ws = [rng.standard_normal((a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
     bs = [rng.standard_normal(b) for b in sizes[1:]]
     x = rng.standard_normal((2, C, T))
-    _close(S.simple_scanning_cnn(ws, biases=bs)(x), S.scan_mlp(x, ws, WINDOW, STRIDE, biases=bs))
+    assert_close(S.simple_scanning_cnn(ws, biases=bs)(x), S.scan_mlp(x, ws, WINDOW, STRIDE, biases=bs), F64,
+                 "with biases")
 
 
 def test_bad_input_raises():

@@ -141,6 +141,12 @@ def test_benchmark_lfw_merge_refuses_mismatches(tmp_path, capsys):
     assert main(["benchmark-lfw", "--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 2
     assert "different config" in capsys.readouterr().err
     assert main(["benchmark-lfw", "--merge", str(tmp_path / "a")]) == 2
+    (tmp_path / "d").mkdir()
+    for text, reason in (("[]", "not a benchmark summary"), ('{"config": {}, "folds": [{"fold": 1}]}', "lacks"),
+                         ("{not json", "cannot read")):
+        (tmp_path / "d" / "summary.json").write_text(text)
+        assert main(["benchmark-lfw", "--merge", str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == 2
+        assert reason in capsys.readouterr().err
 
 
 def test_throughput_times_each_precision_and_format(tmp_path, capsys):
@@ -152,7 +158,9 @@ def test_throughput_times_each_precision_and_format(tmp_path, capsys):
     assert [(r["precision"], r["channels_last"]) for r in results] == [
         ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
     assert all(r["images_per_s"] > 0 and r["batch_size"] == 4 and r["device"] == "cpu" for r in results)
-    assert "| cpu | bf16 | yes | 4 |" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "| cpu | bf16 | yes | 4 |" in text
+    assert "config precision 'fp32': training would use fp32 (set in the config)" in text
     assert main(["throughput", "--config", "base", "--precision", "fp32", "--channels-last", "no", "--steps", "1",
                  "--warmup", "0", "--batch-size", "2", *sets]) == 0
     assert main(["throughput", "--config", "base", "--precision", "fp8", *sets]) == 2

@@ -56,11 +56,14 @@ def test_small_pairs_file_folds(tmp_path):
     ],
 )
 def test_malformed_pairs_name_file_and_line(tmp_path, text, line, pattern):
-    path = _write(tmp_path, "bad_pairs.txt", text)
+    _assert_names_file_and_line(read_pairs, _write(tmp_path, "bad_pairs.txt", text), line, pattern)
+
+
+def _assert_names_file_and_line(reader, path, line, pattern):
     with pytest.raises(ValueError) as info:
-        read_pairs(path)
+        reader(path)
     msg = str(info.value)
-    assert f"bad_pairs.txt:{line}:" in msg, msg
+    assert f"{path.name}:{line}:" in msg, msg
     assert re.search(pattern, msg), msg
 
 
@@ -85,12 +88,7 @@ def test_people_formats(tmp_path):
     ],
 )
 def test_malformed_people_name_file_and_line(tmp_path, text, line, pattern):
-    path = _write(tmp_path, "bad_people.txt", text)
-    with pytest.raises(ValueError) as info:
-        read_people(path)
-    msg = str(info.value)
-    assert f"bad_people.txt:{line}:" in msg, msg
-    assert re.search(pattern, msg), msg
+    _assert_names_file_and_line(read_people, _write(tmp_path, "bad_people.txt", text), line, pattern)
 
 
 def test_pairs_csv(tmp_path):

@@ -61,12 +61,20 @@ def test_width_multiplier_scales_channels():
 
 
 def test_dropblock_only_in_training():
+    from fastconv.face.models.iresnet import DropBlock
+
     torch.manual_seed(0)
     m = get_model("iresnet18", 8, input_size=32, width=0.125, dropblock=0.5)
     x = torch.randn(2, 3, 32, 32)
     m.eval()
     with torch.no_grad():
-        assert torch.equal(m(x), m(x))
+        ref = m(x)
+        assert torch.equal(m(x), ref)  # eval: deterministic, no blocks dropped
+        for mod in m.modules():  # only the DropBlocks in training mode (BN stays in eval)
+            if isinstance(mod, DropBlock):
+                mod.train()
+        dropped = m(x)
+    assert not torch.allclose(dropped, ref)  # training mode drops blocks
     assert any(type(mod).__name__ == "DropBlock" for mod in m.layer4.modules())
     assert not any(type(mod).__name__ == "DropBlock" for mod in m.layer1.modules())
 
