@@ -37,9 +37,51 @@ def _to_nd(y, spatial_dims):
 
 
 # ----------------------------------------------------------------------------- convolution
-def _conv_operands(x, weight, bias, in_axis, layout):
+# Groups: channels split into ``g`` contiguous blocks, block i of the output sees block i of the
+# input only. im2col/col2im rows are channel-major, so a grouped layer runs the same kernels and
+# replaces each GEMM by ``g`` block GEMMs (one batched np.matmul); ``g = 1`` is the plain GEMM.
+def _group_mm(a, b, groups):
+    """a: (g*P, Q), b: (N, g*Q, L) -> (N, g*P, L); block i: a_i @ b_i."""
+    if groups == 1:
+        return np.matmul(a, b)
+    n, _, length = b.shape
+    p, q = a.shape[0] // groups, a.shape[1]
+    return np.matmul(a.reshape(groups, p, q), b.reshape(n, groups, q, length)).reshape(n, groups * p, length)
+
+
+def _group_mm_t(a, b, groups):
+    """a: (g*Q, P), b: (N, g*Q, L) -> (N, g*P, L); block i: a_i^T @ b_i."""
+    if groups == 1:
+        return np.matmul(a.T, b)
+    n, _, length = b.shape
+    q, p = a.shape[0] // groups, a.shape[1]
+    at = a.reshape(groups, q, p).transpose(0, 2, 1)
+    return np.matmul(at, b.reshape(n, groups, q, length)).reshape(n, groups * p, length)
+
+
+def _group_outer(a, b, groups):
+    """a: (N, g*P, L), b: (N, g*Q, L) -> (g*P, Q); block i: sum_n a_ni @ b_ni^T."""
+    if groups == 1:
+        return np.matmul(a, b.transpose(0, 2, 1)).sum(axis=0)
+    n, gp, length = a.shape
+    p, q = gp // groups, b.shape[1] // groups
+    out = np.matmul(a.reshape(n, groups, p, length), b.reshape(n, groups, q, length).transpose(0, 1, 3, 2))
+    return out.sum(axis=0).reshape(groups * p, q)
+
+
+def _check_groups(groups, **channels):
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+    for name, value in channels.items():
+        if value % groups:
+            raise ValueError(f"{name} ({value}) must be divisible by groups ({groups})")
+    return int(groups)
+
+
+def _conv_operands(x, weight, bias, in_axis, layout, groups=1):
     """Validate conv operands; 1-D ones get a height of 1. Weight ``in_axis`` holds the input
-    channels (1 for conv, 0 for transposed conv); the other of axes 0/1 holds the output ones."""
+    channels (1 for conv: C/groups of them; 0 for transposed conv: all C), the other of axes 0/1
+    the output ones (all O for conv, O/groups for transposed conv)."""
     nd = np.ndim(weight) - 2
     if nd not in (1, 2):
         raise ValueError(f"weight must be 3-D or 4-D {layout}, got shape {np.shape(weight)}")
@@ -47,11 +89,13 @@ def _conv_operands(x, weight, bias, in_axis, layout):
     w = as_float_array(weight, "weight", nd + 2, layout)
     w = w if nd == 2 else w[:, :, None, :]
     same_dtype(x, w, "input", "weight")
-    if x.shape[1] != w.shape[in_axis]:
-        raise ValueError(f"input has {x.shape[1]} channels but the layer expects {w.shape[in_axis]} "
+    expected = w.shape[in_axis] * (groups if in_axis == 1 else 1)
+    if x.shape[1] != expected:
+        raise ValueError(f"input has {x.shape[1]} channels but the layer expects {expected} "
                          f"(input shape {x.shape[:2] + x.shape[2 + (nd == 1):]})")
+    out_channels = w.shape[1 - in_axis] * (groups if in_axis == 0 else 1)
+    _check_groups(groups, input_channels=x.shape[1], output_channels=out_channels)
     if bias is not None:
-        out_channels = w.shape[1 - in_axis]
         bias = as_float_array(bias, "bias", 1, f"({out_channels},)")
         same_dtype(bias, w, "bias", "weight")
         if bias.shape[0] != out_channels:
@@ -59,13 +103,14 @@ def _conv_operands(x, weight, bias, in_axis, layout):
     return x, w, bias, nd
 
 
-def conv_forward(x, weight, bias, stride=1, padding=0, dilation=1):
+def conv_forward(x, weight, bias, stride=1, padding=0, dilation=1, groups=1):
     """Cross-correlation, as torch's conv1d/conv2d.
 
-    x: (N, C, W) or (N, C, H, W); weight: (O, C, kw) or (O, C, kh, kw); bias: (O,) or None
-    -> y: (N, O, ow) or (N, O, oh, ow), plus the cache for :func:`conv_backward`.
+    x: (N, C, W) or (N, C, H, W); weight: (O, C/groups, kw) or (O, C/groups, kh, kw); bias: (O,)
+    or None -> y: (N, O, ow) or (N, O, oh, ow), plus the cache for :func:`conv_backward`.
     """
-    x, w, bias, nd = _conv_operands(x, weight, bias, in_axis=1, layout="(O, C, *kernel)")
+    groups = _check_groups(groups)
+    x, w, bias, nd = _conv_operands(x, weight, bias, in_axis=1, layout="(O, C/groups, *kernel)", groups=groups)
     sh, sw = pair(stride, nd, "stride", 1)
     ph, pw = pair(padding, nd, "padding", 0)
     dh, dw = pair(dilation, nd, "dilation", 1)
@@ -77,14 +122,14 @@ def conv_forward(x, weight, bias, stride=1, padding=0, dilation=1):
     check_size("conv output (N*O*oh*ow)", n, o, oh, ow)
     kernels = _backend.backend_module()
     cols = kernels.im2col2d(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)  # (N, C*kh*kw, oh*ow)
-    w2 = w.reshape(o, c * kh * kw)
-    y = np.matmul(w2, cols)  # (N, O, oh*ow)
+    w2 = w.reshape(o, (c // groups) * kh * kw)
+    y = _group_mm(w2, cols, groups)  # (N, O, oh*ow)
     if bias is not None:
         y += bias[:, None]
     y = y.reshape(n, o, oh, ow)
     cache = SimpleNamespace(kernels=kernels, cols=cols, w2=w2, x_shape=x.shape, w_shape=w.shape,
                             has_bias=bias is not None, geometry=(kh, kw, sh, sw, ph, pw, dh, dw, oh, ow),
-                            nd=nd, out_shape=_to_nd(y, nd).shape, dtype=x.dtype)
+                            nd=nd, out_shape=_to_nd(y, nd).shape, dtype=x.dtype, groups=groups)
     return _to_nd(y, nd), cache
 
 
@@ -98,9 +143,9 @@ def conv_backward(dy, cache):
     o = cache.w_shape[0]
     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = cache.geometry
     dy2 = dy.reshape(n, o, oh * ow)
-    dw2 = np.matmul(dy2, cache.cols.transpose(0, 2, 1)).sum(axis=0)  # (O, C*kh*kw)
+    dw2 = _group_outer(dy2, cache.cols, cache.groups)  # (O, C/groups*kh*kw)
     db = dy2.sum(axis=(0, 2)) if cache.has_bias else None
-    dcols = np.matmul(cache.w2.T, dy2)  # (N, C*kh*kw, oh*ow)
+    dcols = _group_mm_t(cache.w2, dy2, cache.groups)  # (N, C*kh*kw, oh*ow)
     dx = cache.kernels.col2im2d(dcols, c, h, wd, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
     dwt = dw2.reshape(cache.w_shape)
     if cache.nd == 1:
@@ -108,13 +153,15 @@ def conv_backward(dy, cache):
     return dx, dwt, db
 
 
-def conv_transpose_forward(x, weight, bias, stride=1, padding=0, output_padding=0, dilation=1):
+def conv_transpose_forward(x, weight, bias, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
     """Transposed convolution (the input gradient of a convolution), as torch's conv_transpose.
 
-    x: (N, Cin, *in); weight: (Cin, Cout, *kernel); bias: (Cout,) or None -> y: (N, Cout, *out),
-    ``out = (in - 1)s - 2p + d(k-1) + output_padding + 1``. y = col2im(w^T @ x) + b.
+    x: (N, Cin, *in); weight: (Cin, Cout/groups, *kernel); bias: (Cout,) or None -> y: (N, Cout, *out),
+    ``out = (in - 1)s - 2p + d(k-1) + output_padding + 1``. y = col2im(w^T @ x) + b (per group).
     """
-    x, w, bias, nd = _conv_operands(x, weight, bias, in_axis=0, layout="(Cin, Cout, *kernel)")
+    groups = _check_groups(groups)
+    x, w, bias, nd = _conv_operands(x, weight, bias, in_axis=0, layout="(Cin, Cout/groups, *kernel)",
+                                    groups=groups)
     sh, sw = pair(stride, nd, "stride", 1)
     ph, pw = pair(padding, nd, "padding", 0)
     dh, dw = pair(dilation, nd, "dilation", 1)
@@ -124,7 +171,8 @@ def conv_transpose_forward(x, weight, bias, stride=1, padding=0, output_padding=
             raise ValueError(f"output_padding must be smaller than stride or dilation, got "
                              f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
     n, cin, h, wd = x.shape
-    _, cout, kh, kw = w.shape
+    _, cout_g, kh, kw = w.shape
+    cout = cout_g * groups
     out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
     out_w = (wd - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
     if out_h < 1 or out_w < 1:
@@ -135,14 +183,14 @@ def conv_transpose_forward(x, weight, bias, stride=1, padding=0, output_padding=
     check_size("transposed conv column buffer (N*Cout*kh*kw*H*W)", n, cout, kh, kw, h, wd)
     check_size("transposed conv output (N*Cout*out_h*out_w)", n, cout, out_h, out_w)
     kernels = _backend.backend_module()
-    w2 = w.reshape(cin, cout * kh * kw)
-    cols = np.matmul(w2.T, x.reshape(n, cin, h * wd))  # (N, Cout*kh*kw, H*W)
+    w2 = w.reshape(cin, cout_g * kh * kw)
+    cols = _group_mm_t(w2, x.reshape(n, cin, h * wd), groups)  # (N, Cout*kh*kw, H*W)
     y = kernels.col2im2d(cols, cout, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw, h, wd)
     if bias is not None:
         y += bias[:, None, None]
     cache = SimpleNamespace(kernels=kernels, x=x, w2=w2, w_shape=w.shape, has_bias=bias is not None,
                             geometry=(kh, kw, sh, sw, ph, pw, dh, dw, h, wd), nd=nd,
-                            out_shape=_to_nd(y, nd).shape, dtype=x.dtype)
+                            out_shape=_to_nd(y, nd).shape, dtype=x.dtype, groups=groups)
     return _to_nd(y, nd), cache
 
 
@@ -159,8 +207,8 @@ def conv_transpose_backward(dy, cache):
     kh, kw, sh, sw, ph, pw, dh, dw, _, _ = cache.geometry
     dcols = cache.kernels.im2col2d(dy, kh, kw, sh, sw, ph, pw, dh, dw, h, wd)  # (N, Cout*kh*kw, H*W)
     x2 = x.reshape(n, cin, h * wd)
-    dx = np.matmul(cache.w2, dcols).reshape(x.shape)
-    dw2 = np.matmul(x2, dcols.transpose(0, 2, 1)).sum(axis=0)
+    dx = _group_mm(cache.w2, dcols, cache.groups).reshape(x.shape)
+    dw2 = _group_outer(x2, dcols, cache.groups)
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
     dwt = dw2.reshape(cache.w_shape)
     if cache.nd == 1:

@@ -41,6 +41,8 @@ def build_parser():
     src.add_argument("--root", default=None, help="own data: a folder of identity folders <root>/<name>/*.jpg")
     p.add_argument("--fold", type=int, default=None, help="View 2 test fold 1..10 held out (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--engine", choices=["torch", "fastconv"], default="torch",
+                   help="train on PyTorch (default) or on fastconv's own engine (writes model.npz)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("info", help="parameters and FLOPs of the backbones")
@@ -123,6 +125,16 @@ def cmd_train(args):
                                                                cfg["data"]["protocol"])
     if args.resume and not (out / "last.pt").is_file():
         raise ValueError(f"--resume: {out / 'last.pt'} does not exist")
+    if args.engine == "fastconv":
+        from .engine_train import train_engine
+
+        if args.resume:
+            raise ValueError("--resume is not implemented for --engine fastconv")
+        summary = train_engine(cfg, out, progress=not args.quiet)
+        summary.pop("backbone")
+        print(json.dumps(summary, indent=1))
+        print(f"model: {summary['model']} (best validation EER; run it with verify/embed --model)")
+        return 0
     summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary, indent=1))
     print(f"checkpoints: {out / 'best.pt'} (best validation EER), {out / 'last.pt'}")

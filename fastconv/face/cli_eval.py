@@ -27,7 +27,13 @@ def _positive_batch(args):
 
 
 def _add_common(p, checkpoint=True):
-    if checkpoint:
+    if checkpoint == "or-model":  # -c best.pt (torch) or --model model.npz (fastconv engine, no torch)
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--checkpoint", "-c", help="checkpoint written by `fastconv face train` (torch)")
+        from .cli_runtime import add_model_option
+
+        add_model_option(src, p)
+    elif checkpoint:
         p.add_argument("--checkpoint", "-c", required=True, help="checkpoint written by `fastconv face train`")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run the model (auto: cuda when available)")
@@ -55,6 +61,8 @@ def _loader(args):
 def add_eval_commands(subparsers) -> None:
     """Add the ``eval``, ``verify``, ``embed`` and ``export-onnx`` subcommands."""
     from fastconv.paths import lfw_root
+
+    from .cli_runtime import add_convert_command
 
     # eval
     p = subparsers.add_parser(
@@ -87,7 +95,7 @@ def add_eval_commands(subparsers) -> None:
                     "exactly like training (crop and size from the checkpoint).")
     p.add_argument("image_a")
     p.add_argument("image_b")
-    _add_common(p)
+    _add_common(p, "or-model")
     p.add_argument("--threshold", type=float, default=None, help="cosine threshold (overrides the checkpoint's)")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     _add_detect(p)
@@ -100,7 +108,7 @@ def add_eval_commands(subparsers) -> None:
                     "(N, D) float32 L2-normalised embeddings to --out (.npy) plus a sidecar .json "
                     "listing the image paths in row order and any skipped files.")
     p.add_argument("directory")
-    _add_common(p)
+    _add_common(p, "or-model")
     p.add_argument("--out", "-o", required=True, help="output .npy file")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     _add_detect(p)
@@ -116,6 +124,8 @@ def add_eval_commands(subparsers) -> None:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.set_defaults(func=cmd_export_onnx)
+
+    add_convert_command(subparsers)
 
 
 def _pairs_for(args):
@@ -172,6 +182,11 @@ def cmd_eval(args) -> int:
 def cmd_verify(args) -> int:
     import numpy as np
 
+    if args.model is not None:
+        from .cli_runtime import verify_with_model
+
+        return verify_with_model(args)
+
     from .device import resolve_device
     from .evaluate import embed
 
@@ -190,7 +205,12 @@ def cmd_verify(args) -> int:
         source = meta.get("threshold_source") or "stored in the checkpoint (chosen on its validation pairs)"
     else:
         thr, source = None, None
-    print(f"cosine score: {score:.4f}")
+    return print_verdict(score, thr, source)
+
+
+def print_verdict(score, thr, source) -> int:
+    """Print the score and, with a threshold, the same/different decision (verify's output)."""
+    print(f"cosine score: {score:.6f}")
     if thr is None:
         print("no threshold: the checkpoint stores none; pass --threshold T to decide same/different")
         return 0
@@ -201,22 +221,16 @@ def cmd_verify(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    import numpy as np
+    if args.model is not None:
+        from .cli_runtime import embed_with_model
 
-    from ..atomic import PRIVATE, atomic_write, check_writable, write_json
-    from .data import decode_images, list_images
+        return embed_with_model(args)
+    from .data import decode_images
     from .device import resolve_device
     from .evaluate import embed
 
-    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
-    sidecar = out[:-4] + ".json"
-    _positive_batch(args)
-    check_writable(out)
-    check_writable(sidecar)
+    out, sidecar, relpaths = embed_targets(args)
     device = resolve_device(args.device)
-    relpaths = list_images(args.directory)
-    if not relpaths:
-        raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
     model, _, pre, _ = _open_checkpoint(args.checkpoint, device)
     images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True, load=_loader(args))
     if not len(kept):
@@ -225,17 +239,36 @@ def cmd_embed(args) -> int:
     if skipped:
         print(f"skipped {len(skipped)} unreadable images (listed in {sidecar})", file=sys.stderr)
     emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
+    return write_embeddings(args, out, sidecar, emb, [relpaths[i] for i in kept], skipped, pre,
+                            checkpoint=os.fspath(args.checkpoint))
+
+
+def embed_targets(args):
+    """``embed``'s checks before any model loads -> (out .npy, sidecar .json, image relpaths)."""
+    from ..atomic import check_writable
+    from .preprocess import list_images
+
+    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
+    sidecar = out[:-4] + ".json"
+    _positive_batch(args)
+    check_writable(out)
+    check_writable(sidecar)
+    relpaths = list_images(args.directory)
+    if not relpaths:
+        raise ValueError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) found under {args.directory}")
+    return out, sidecar, relpaths
+
+
+def write_embeddings(args, out, sidecar, emb, paths, skipped, pre, **source):
+    """Write ``emb`` (N, D) to ``out`` and the sidecar JSON (paths in row order, skipped files, settings)."""
+    import numpy as np
+
+    from ..atomic import PRIVATE, atomic_write, write_json
+
     atomic_write(out, lambda fh: np.save(fh, emb), mode=PRIVATE)
-    info = {
-        "root": os.path.abspath(args.directory),
-        "paths": [relpaths[i] for i in kept],
-        "skipped": [{"path": p, "reason": r} for p, r in skipped],
-        "shape": list(emb.shape),
-        "checkpoint": os.fspath(args.checkpoint),
-        "preprocess": pre.to_dict(),
-        "flip": not args.no_flip,
-        "detect": bool(args.detect),
-    }
+    info = {"root": os.path.abspath(args.directory), "paths": paths,
+            "skipped": [{"path": p, "reason": r} for p, r in skipped], "shape": list(emb.shape),
+            **source, "preprocess": pre.to_dict(), "flip": not args.no_flip}
     write_json(sidecar, info, mode=PRIVATE)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out} and the path list to {sidecar}")
     return 0

@@ -12,7 +12,6 @@ The loop is three parts: :func:`build_stage` (head, loader, optimiser, schedule 
 record, checkpoints); :func:`train` sets up the run and calls them.
 """
 import json
-import math
 import os
 import pathlib
 import random
@@ -30,6 +29,7 @@ from .config import STAGES
 from .data import FaceDataset, normalize
 from .device import resolve_device, resolve_precision
 from .heads import build_head
+from .schedule import lr_factor  # noqa: F401 (fastconv.face.train.lr_factor)
 from .models import get_model
 from .progress import progress_bar
 
@@ -100,14 +100,6 @@ class TrainModule(nn.Module):
     def forward(self, x, y):
         emb = self.backbone(x)
         return self.head(emb, y), emb
-
-
-def lr_factor(step, total, warmup, min_ratio=0.0):
-    """Linear warm-up over ``warmup`` steps then cosine decay to ``min_ratio`` at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def _autocast(device, precision):

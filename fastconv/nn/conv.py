@@ -13,16 +13,20 @@ class _ConvNd(CachedModule):
     """Shared init: weight U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as torch's default, bias likewise.
 
     kernel_size, stride, padding, dilation, output_padding: validated once here and stored as
-    ``nd``-tuples, which go unchanged to ``fastconv.functional``.
+    ``nd``-tuples, which go unchanged to ``fastconv.functional``. ``groups`` splits the channels
+    into that many blocks (both counts divisible by it; ``groups = in_channels`` is depthwise).
     """
 
     transposed = False
 
     def __init__(self, nd, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 bias, dtype, output_padding=0):
+                 bias, dtype, output_padding=0, groups=1):
         super().__init__()
-        check_channels(in_channels=in_channels, out_channels=out_channels)
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        check_channels(in_channels=in_channels, out_channels=out_channels, groups=groups)
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
+                             f"by groups ({groups})")
         self.kernel_size = int_tuple(kernel_size, nd, "kernel_size", 1)
         self.stride = int_tuple(stride, nd, "stride", 1)
         self.padding = int_tuple(padding, nd, "padding", 0)
@@ -31,11 +35,10 @@ class _ConvNd(CachedModule):
         dtype = float_dtype(dtype)
         check_size("weight", self.in_channels, self.out_channels, *self.kernel_size)
         if self.transposed:
-            shape = (self.in_channels, self.out_channels) + self.kernel_size
-            fan_in = self.out_channels * math.prod(self.kernel_size)
+            shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
         else:
-            shape = (self.out_channels, self.in_channels) + self.kernel_size
-            fan_in = self.in_channels * math.prod(self.kernel_size)
+            shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        fan_in = shape[1] * math.prod(self.kernel_size)
         bound = 1.0 / math.sqrt(fan_in)
         self.weight = Parameter(uniform(bound, shape, dtype))
         self.bias = Parameter(uniform(bound, (self.out_channels,), dtype)) if bias else None
@@ -44,9 +47,10 @@ class _ConvNd(CachedModule):
         b = None if self.bias is None else self.bias.data
         if self.transposed:
             y, cache = F.conv_transpose_forward(x, self.weight.data, b, self.stride, self.padding,
-                                                self.output_padding, self.dilation)
+                                                self.output_padding, self.dilation, self.groups)
         else:
-            y, cache = F.conv_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation)
+            y, cache = F.conv_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation,
+                                      self.groups)
         self._remember(cache)
         return y
 
@@ -64,54 +68,58 @@ class _ConvNd(CachedModule):
              f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}")
         if self.transposed:
             s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         return s + f", bias={self.bias is not None}, dtype={self.weight.dtype}"
 
 
 class Conv1d(_ConvNd):
     """x: (N, C_in, W) -> (N, C_out, W_out), ``W_out = floor((W + 2p - d(k-1) - 1)/s) + 1``.
 
-    weight: (C_out, C_in, k); bias: (C_out,).
+    weight: (C_out, C_in/groups, k); bias: (C_out,).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, dtype=np.float64):
-        super().__init__(1, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, dtype)
+                 bias=True, dtype=np.float64, groups=1):
+        super().__init__(1, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, dtype,
+                         groups=groups)
 
 
 class Conv2d(_ConvNd):
     """x: (N, C_in, H, W) -> (N, C_out, H_out, W_out), ``H_out = floor((H + 2p - d(k-1) - 1)/s) + 1``.
 
-    weight: (C_out, C_in, kh, kw); bias: (C_out,).
+    weight: (C_out, C_in/groups, kh, kw); bias: (C_out,).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, dtype=np.float64):
-        super().__init__(2, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, dtype)
+                 bias=True, dtype=np.float64, groups=1):
+        super().__init__(2, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, dtype,
+                         groups=groups)
 
 
 class ConvTranspose1d(_ConvNd):
     """x: (N, C_in, W) -> (N, C_out, W_out), ``W_out = (W-1)s - 2p + d(k-1) + output_padding + 1``.
 
-    weight: (C_in, C_out, k); bias: (C_out,).
+    weight: (C_in, C_out/groups, k); bias: (C_out,).
     """
 
     transposed = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
-                 bias=True, dilation=1, dtype=np.float64):
+                 bias=True, dilation=1, dtype=np.float64, groups=1):
         super().__init__(1, in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                         dtype, output_padding)
+                         dtype, output_padding, groups)
 
 
 class ConvTranspose2d(_ConvNd):
     """x: (N, C_in, H, W) -> (N, C_out, H_out, W_out), ``H_out = (H-1)s - 2p + d(k-1) + output_padding + 1``.
 
-    weight: (C_in, C_out, kh, kw); bias: (C_out,).
+    weight: (C_in, C_out/groups, kh, kw); bias: (C_out,).
     """
 
     transposed = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
-                 bias=True, dilation=1, dtype=np.float64):
+                 bias=True, dilation=1, dtype=np.float64, groups=1):
         super().__init__(2, in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                         dtype, output_padding)
+                         dtype, output_padding, groups)

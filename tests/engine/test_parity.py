@@ -59,8 +59,9 @@ def conv_spec(draw, layer):
 def build_conv(spec, dtype):
     kwargs = dict(stride=spec["stride"], padding=spec["padding"], dilation=spec["dilation"],
                   bias=spec["bias"])
-    if "output_padding" in spec:
-        kwargs["output_padding"] = spec["output_padding"]
+    for optional in ("output_padding", "groups"):  # transposed convs; test_grouped_conv.py
+        if optional in spec:
+            kwargs[optional] = spec[optional]
     fc.manual_seed(spec["seed"])
     fl = getattr(fc.nn, spec["layer"])(spec["cin"], spec["cout"], spec["kernel_size"], dtype=dtype, **kwargs)
     tl = getattr(torch.nn, spec["layer"])(spec["cin"], spec["cout"], spec["kernel_size"], **kwargs)

@@ -8,6 +8,9 @@ face_tree  : `FaceTree` with ``root`` = tmp_path/faces/<Name>/<Name>_000k.jpg (2
 tiny_model : factory ``tiny_model(embedding_size=8, seed=0)`` -> small conv net (B,3,S,S) -> (B,D),
              not flip-invariant.
 lfw_dir    : the LFW folder (``fastconv.paths.lfw_root()``); skips the test when it is absent.
+backend    : the test runs once per fastconv backend (engine tests of the face backbones).
+one_blas_thread : BLAS limited to one thread (beside torch's threads on a busy machine they collapse).
+The engine suite's ``engine_helpers`` (tolerances, ``assert_close``) is importable from here.
 """
 from __future__ import annotations
 
@@ -18,7 +21,12 @@ import numpy as np
 import pytest
 import torch
 
+import sys
+
+import fastconv as fc
 from fastconv.paths import lfw_root
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "engine"))  # engine_helpers
 
 torch.set_num_threads(2)
 
@@ -93,3 +101,17 @@ def lfw_dir() -> pathlib.Path:
     if not (root / "pairs.txt").is_file():
         pytest.skip(f"LFW not found at {root} (set FASTCONV_LFW)")
     return root
+
+
+@pytest.fixture(params=fc.available_backends())
+def backend(request):
+    with fc.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield

@@ -61,3 +61,36 @@ def fake_lfw(root, size=40):
     (root / "peopleDevTrain.txt").write_text("\n".join([str(len(dev_train))] + dev_train) + "\n")
     same, diff = pair_lines[1 + 14::2], pair_lines[2 + 14::2]
     (root / "pairsDevTest.txt").write_text("\n".join([str(len(same))] + same + diff) + "\n")
+
+
+def calibrated_model(name, embedding_size=32, seed=0, batches=2, images=None, **kw):
+    """A random-init backbone of ``fastconv.face.models`` whose BatchNorm running statistics were
+    set on ``batches`` random batches (or on ``images``, normalised float (N, 3, S, S), in batches
+    of 12; cumulative average), in eval mode: a stand-in for a trained model whose activations
+    stay O(1) through every layer."""
+    from fastconv.face.models import get_model
+
+    torch.manual_seed(seed)
+    model = get_model(name, embedding_size, **kw)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    model.train()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if images is not None:
+            for start in range(0, len(images), 12):
+                model(torch.as_tensor(images[start:start + 12]))
+        for _ in range(batches if images is None else 0):
+            model(torch.rand(12, 3, model.input_size, model.input_size, generator=g) * 2 - 1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1  # back to the default, which the fastconv twin uses too
+    with torch.no_grad():  # non-trivial PReLU slopes and BN affine parameters
+        for m in model.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.uniform_(0.05, 0.4, generator=g)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.2, 0.2, generator=g)
+    return model.eval()

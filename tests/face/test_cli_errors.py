@@ -168,14 +168,14 @@ def test_output_paths_are_checked_before_the_work(inputs, tmp_path, capsys, monk
 
 
 def test_embed_decode_error_is_a_clean_error(inputs, tmp_path, capsys, monkeypatch):
-    import fastconv.face.data as data
+    import fastconv.face.preprocess as preprocess  # the decoder lives in the torch-free module
 
     face_tree, _ = inputs
     save_checkpoint(tmp_path / "good.pt", _good_state())
 
     def broken(path):
         raise OSError("decoder exploded")
-    monkeypatch.setattr(data, "_decode", broken)
+    monkeypatch.setattr(preprocess, "_decode", broken)
     rc = main(["embed", str(face_tree.root), "-c", str(tmp_path / "good.pt"), "-o", str(tmp_path / "e.npy"),
                "--device", "cpu"])
     _assert_clean_error(rc, capsys.readouterr().err, "none of the 10 images")

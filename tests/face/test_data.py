@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-import fastconv.face.data as data
+import fastconv.face.preprocess as preprocess
 from fastconv.face.data import (
     FaceDataset,
     ImageCache,
@@ -90,7 +90,7 @@ def test_image_cache_skips_and_hits(face_tree, tmp_path, monkeypatch):
     def boom(path):
         raise AssertionError("decoder called on a cache hit")
 
-    monkeypatch.setattr(data, "_decode", boom)
+    monkeypatch.setattr(preprocess, "_decode", boom)
     cache2 = ImageCache(face_tree.root, pre, cache_dir=tmp_path / "cache", progress=False)
     with pytest.warns(UserWarning, match="skipped 2"):
         images2, kept2 = cache2.load(rel)

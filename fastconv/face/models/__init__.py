@@ -6,8 +6,9 @@ Every backbone maps ``(B, 3, S, S)`` float images (``S = input_size``) to ``(B, 
 import torch
 from torch import nn
 
+from ..backbone_spec import IRESNET_VARIANTS
 from .efficientnet import EfficientNetFace
-from .iresnet import IResNet, LAYERS
+from .iresnet import IResNet
 
 
 def _iresnet(layers, **defaults):
@@ -16,16 +17,8 @@ def _iresnet(layers, **defaults):
     return build
 
 
-_MODELS = {
-    "iresnet18": _iresnet(LAYERS["iresnet18"]),
-    "iresnet34": _iresnet(LAYERS["iresnet34"]),
-    "iresnet50": _iresnet(LAYERS["iresnet50"]),
-    "se_iresnet18": _iresnet(LAYERS["iresnet18"], se=True),
-    "se_iresnet50": _iresnet(LAYERS["iresnet50"], se=True),
-    # narrow CPU variant for 64x64 faces: half width, stride-2 stem
-    "iresnet_small": _iresnet(LAYERS["iresnet18"], width=0.5, stem_stride=2, input_size=64),
-    "efficientnet_b0": lambda embedding_size=512, **kw: EfficientNetFace(embedding_size, **kw),
-}
+_MODELS = {name: _iresnet(layers, **defaults) for name, (layers, defaults) in IRESNET_VARIANTS.items()}
+_MODELS["efficientnet_b0"] = lambda embedding_size=512, **kw: EfficientNetFace(embedding_size, **kw)
 
 
 def model_names():

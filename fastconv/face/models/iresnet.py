@@ -8,13 +8,7 @@ halves the resolution, then the embedding head ``BN -> Dropout -> Flatten -> FC 
 import torch
 from torch import nn
 
-LAYERS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3), "iresnet50": (3, 4, 14, 3)}
-BASE_WIDTHS = (64, 128, 256, 512)
-
-
-def _channels(width, base):
-    """Channels of a stage for a width multiplier, at least 8 and a multiple of 8."""
-    return max(8, int(round(base * width / 8)) * 8)
+from ..backbone_spec import LAYERS, check_iresnet_options, feature_side, stage_channels  # noqa: F401 (LAYERS re-exported)
 
 
 class SEModule(nn.Module):
@@ -97,14 +91,9 @@ class IResNet(nn.Module):
     def __init__(self, layers, embedding_size=512, input_size=112, width=1.0, se=False,
                  dropout=0.0, dropblock=0.0, dropblock_size=3, stem_stride=1):
         super().__init__()
-        if not isinstance(input_size, int) or input_size < 16:
-            raise ValueError(f"input_size must be an int >= 16, got {input_size!r}")
-        if stem_stride not in (1, 2):
-            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
-        if width <= 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
+        check_iresnet_options(input_size, stem_stride, width)
         self.input_size = input_size
-        chans = [_channels(width, b) for b in BASE_WIDTHS]
+        chans = stage_channels(width)
         stem = chans[0]
         self.conv1 = nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem, eps=1e-5)
@@ -120,10 +109,7 @@ class IResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        side = input_size
-        for _ in range(4 + (stem_stride == 2)):
-            side = (side + 1) // 2
-        self.feature_side = side
+        self.feature_side = side = feature_side(input_size, stem_stride)
         self.bn2 = nn.BatchNorm2d(cin, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(cin * side * side, embedding_size)

@@ -1,0 +1,111 @@
+"""The torch-free model file ``model.npz``: weights plus a JSON description, no pickle anywhere.
+
+Layout (``numpy.savez``; read with ``np.load(allow_pickle=False)``):
+
+* ``meta``: uint8 bytes of a UTF-8 JSON object: ``format`` ("fastconv-face-model"),
+  ``format_version`` (:data:`FORMAT_VERSION`), ``model_name``, ``model_kwargs``, ``embedding_size``,
+  ``input_size``, ``preprocess`` (``{"size", "crop"}`` of ``fastconv.face.preprocess.Preprocess``),
+  ``normalization`` (``x/127.5 - 1`` per channel), ``flip_tta``, ``threshold`` (calibrated cosine,
+  or null), ``threshold_source``, ``weights_sha256``;
+* ``w:<key>``: one float array per state-dict entry, keys as torch's ``state_dict()``.
+
+``weights_sha256`` hashes every key, dtype, shape and byte of the weights, so an edited or
+truncated file is refused with a clear message instead of producing wrong embeddings.
+"""
+import hashlib
+import json
+import zipfile
+
+import numpy as np
+
+from ..atomic import atomic_write
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "describe_model", "save_model_file", "load_model_file",
+           "weights_digest"]
+
+FORMAT = "fastconv-face-model"
+FORMAT_VERSION = 1
+_PREFIX = "w:"
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, not ours, from another format version, or damaged."""
+
+
+def weights_digest(state):
+    """sha256 hex digest of ``state`` (dict key -> ndarray) over sorted keys, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        a = np.ascontiguousarray(state[key])
+        h.update(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def describe_model(name, model_kwargs, embedding_size, preprocess, threshold, threshold_source):
+    """The JSON description of a model file (everything but the format fields and the checksum)."""
+    from .. import __version__
+
+    pre = dict(preprocess)
+    return {
+        "model_name": name, "model_kwargs": dict(model_kwargs), "embedding_size": int(embedding_size),
+        "input_size": int(pre["size"]), "preprocess": pre,
+        "normalization": {"formula": "x / 127.5 - 1", "mean": [0.5] * 3, "std": [0.5] * 3, "scale": 255},
+        "flip_tta": True, "threshold": None if threshold is None else float(threshold),
+        "threshold_source": threshold_source, "fastconv_version": __version__,
+    }
+
+
+def save_model_file(path, state, meta):
+    """Write ``state`` (dict str -> float ndarray) and ``meta`` (JSON-able dict) to ``path`` atomically."""
+    arrays = {}
+    for key, value in state.items():
+        a = np.asarray(value)
+        if a.dtype not in (np.float32, np.float64):
+            raise TypeError(f"weight {key!r} must be float32 or float64, got {a.dtype}")
+        arrays[_PREFIX + key] = a
+    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION, weights_sha256=weights_digest(state))
+    arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return meta
+
+
+def load_model_file(path):
+    """-> (state dict str -> ndarray, meta dict). Raises :class:`ModelFileError` with the reason."""
+    path = str(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = list(npz.files)
+            if "meta" not in files:
+                raise ModelFileError(f"{path} is not a fastconv face model (no 'meta' entry); write one with "
+                                     f"`fastconv face convert -c best.pt --out model.npz`")
+            meta_bytes = npz["meta"]
+            state = {k[len(_PREFIX):]: npz[k] for k in files if k.startswith(_PREFIX)}
+    except FileNotFoundError:
+        raise ModelFileError(f"model file not found: {path}") from None
+    except ModelFileError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise ModelFileError(f"{path} is not a readable fastconv face model (.npz): {type(exc).__name__}: "
+                             f"{exc}") from None
+    try:
+        if meta_bytes.dtype != np.uint8 or meta_bytes.ndim != 1:
+            raise ValueError("meta is not a byte string")
+        meta = json.loads(meta_bytes.tobytes().decode("utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: damaged model description: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a fastconv face model (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path} has model-file format version {meta.get('format_version')!r}; this "
+                             f"fastconv reads version {FORMAT_VERSION}: convert the checkpoint again with "
+                             f"this version")
+    for key in ("model_name", "model_kwargs", "embedding_size", "preprocess", "weights_sha256"):
+        if key not in meta:
+            raise ModelFileError(f"{path}: model description lacks {key!r}")
+    if weights_digest(state) != meta["weights_sha256"]:
+        raise ModelFileError(f"{path}: the weights do not match their checksum (the file was modified or "
+                             f"damaged); convert the checkpoint again")
+    return state, meta
