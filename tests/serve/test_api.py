@@ -165,7 +165,7 @@ def test_serve_command_refuses_bad_options(tiny_checkpoint, tmp_path, capsys):
     from fastconv.face.cli import main
 
     base = ["serve", "--gallery", str(tmp_path / "g.db")]
-    cases = [(["--model", str(tmp_path / "m.npz")], "needs fastconv.face.runtime"),
+    cases = [(["--model", str(tmp_path / "m.npz")], "m.npz"),
              (["-c", str(tmp_path / "none.pt")], "not found"),
              (["-c", str(tiny_checkpoint), "--port", "0"], "--port"),
              (["-c", str(tiny_checkpoint), "--threshold", "1.5"], "--threshold"),
@@ -378,3 +378,25 @@ def test_inference_is_off_the_event_loop_and_bounded(tmp_path, photo):
         emb.release.set()
         t.join(30)
         assert first["r"].status_code == 200 and first["r"].json()["embedding"] == [1, 0, 0, 0]
+
+
+def test_model_npz_runs_on_fastconvs_engine(tiny_checkpoint, tmp_path, photo):
+    """--model model.npz (converted from the same checkpoint) serves on the engine and scores like torch."""
+    from fastapi.testclient import TestClient
+
+    from fastconv.face.converter import convert_checkpoint
+    from fastconv.face.serve.app import create_app
+    from fastconv.face.serve.embedder import open_embedder
+
+    npz = tmp_path / "model.npz"
+    convert_checkpoint(tiny_checkpoint, npz)
+    files = _files(img1=photo(1), img2=photo(2))
+    scores = {}
+    for kw in ({"checkpoint": tiny_checkpoint}, {"model": npz}):
+        emb = open_embedder(**kw)
+        with TestClient(create_app(emb, Gallery(tmp_path / f"{emb.engine}.db", emb.model_id, emb.embedding_size),
+                                   detect=False)) as c:
+            assert c.get("/api/v1/health").json()["engine"] == emb.engine
+            scores[emb.engine] = c.post("/api/v1/verify", files=files).json()["similarity"]
+    assert set(scores) == {"torch", "fastconv"}
+    assert scores["fastconv"] == pytest.approx(scores["torch"], abs=1e-4)

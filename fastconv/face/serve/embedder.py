@@ -95,11 +95,43 @@ class TorchEmbedder:
             return embed(self.model, crops, flip=self.flip, device=self.device)
 
 
+class RuntimeEmbedder:
+    """A ``model.npz`` from ``fastconv face convert`` on fastconv's own engine (no torch in the process).
+
+    The engine's layers keep forward state, so one forward runs at a time. ``model_id`` digests the
+    file's bytes (SHA-256).
+    """
+
+    engine = "fastconv"
+
+    def __init__(self, path, threshold=None, threads=None, backend=None):
+        from ..runtime import load_model
+
+        if threads is not None:
+            import fastconv as fc
+
+            fc.set_num_threads(int(threads))
+        self.model = load_model(path, backend=backend)
+        self.size, self.crop = self.model.preprocess.size, self.model.preprocess.crop
+        self.embedding_size = self.model.embedding_size
+        self.model_name = str(self.model.meta.get("model_name", "model"))
+        self.threshold, self.threshold_source = _threshold(self.model.threshold, threshold,
+                                                           f"model {os.path.basename(os.fspath(path))}")
+        with open(path, "rb") as fh:
+            self.model_id = f"{self.model_name}-" + hashlib.sha256(fh.read()).hexdigest()[:16]
+        self._lock = threading.Lock()
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        if crops.ndim != 4 or crops.shape[1:] != (3, self.size, self.size):
+            raise ValueError(f"crops must be (N, 3, {self.size}, {self.size}), got {crops.shape}")
+        with self._lock:
+            return np.asarray(self.model.embed(crops), dtype=np.float32)
+
+
 def open_embedder(checkpoint=None, model=None, threshold=None, device="cpu", threads=None) -> Embedder:
     """The embedder for ``--checkpoint best.pt`` (torch) or ``--model model.npz`` (fastconv's engine)."""
     if (checkpoint is None) == (model is None):
         raise ValueError("give exactly one of --checkpoint/-c (a .pt checkpoint) or --model (a model.npz)")
     if model is not None:
-        raise ValueError("--model (model.npz on fastconv's engine) needs fastconv.face.runtime, which this "
-                         "build does not have yet; use -c best.pt")
+        return RuntimeEmbedder(model, threshold=threshold, threads=threads)
     return TorchEmbedder(checkpoint, threshold=threshold, device=device, threads=threads)
