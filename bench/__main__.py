@@ -25,6 +25,10 @@ def parse_args(argv):
     p.add_argument("--cases", nargs="*", default=None, metavar="SUBSTR", help="only cases whose id contains one of these")
     p.add_argument("--contenders", nargs="*", default=None, metavar="NAME",
                    help="subset of reference/numba/cython/torch")
+    p.add_argument("--algo", default="auto", help="convolution algorithm of the fastconv contenders: "
+                   "im2col, winograd, winograd_f2, winograd_f4 or auto (default: auto, the fastest measured)")
+    p.add_argument("--algos", action="store_true", help="one contender per backend and algorithm "
+                   "(im2col, winograd_f2, winograd_f4, auto), and the \"auto\" choices with their timings")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"directory for bench.json / bench.md (default {DEFAULT_OUT})")
     p.add_argument("--list", action="store_true", help="list the case ids and exit")
     p.add_argument("--profile", action="store_true",
@@ -54,6 +58,8 @@ def main(argv=None):
         raise SystemExit(f"unrecognised arguments: {' '.join(rest)}")
 
     _env.apply_limits(args.threads)
+    from fastconv import conv_algo as fc_conv_algo
+
     from . import cases as cases_mod
     from . import report, suite
     from .timing import Plan
@@ -63,14 +69,19 @@ def main(argv=None):
                 budget_s=args.budget if args.budget is not None else (0.3 if quick else 2.0),
                 min_repeats=args.min_repeats or 1)
     cases = cases_mod.select(cases_mod.all_cases(quick=quick), args.cases)
-    names = suite.contenders(args.contenders)
+    try:
+        algo = fc_conv_algo._canonical(args.algo, "--algo")
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    names = suite.contenders(args.contenders, fc_conv_algo.ALGOS + ("auto",) if args.algos else None)
     meta = _env.describe(args.threads, early)
     meta["quick"] = quick
+    meta["algos_report"] = args.algos
     meta["argv"] = argv
     print(f"fastconv bench: {len(cases)} case(s) x {', '.join(names)}; {args.threads} thread(s); "
           f"BLAS {meta['blas']}", flush=True)
     result = suite.run(cases, names, plan, gemm_n=1024 if quick else 2048,
-                       log=lambda s: print(s, flush=True))
+                       log=lambda s: print(s, flush=True), algo=algo)
     meta["loadavg_end"] = _env._loadavg()
     paths, md = report.write(result, meta, args.out)
     print()

@@ -37,11 +37,22 @@ def _best_fc(row, pass_):
     return best
 
 
+def _algo_cell(cs, fcs):
+    """The convolution algorithm(s) each fastconv contender ran, merged when they agree."""
+    used = {n: cs[n].get("algo") for n in fcs if cs[n].get("algo")
+            and ("@" not in n or n.endswith("@auto"))}  # a forced one ran what its name says
+    if not used:
+        return "—"
+    if len(set(used.values())) == 1:
+        return next(iter(used.values()))
+    return "; ".join(f"{n}: {a}" for n, a in used.items())
+
+
 def table(rows, names):
     """Markdown tables, one per group."""
     fcs = [n for n in names if n != TORCH]
     compiled = [n for n in fcs if n != "reference"]
-    header = (["case", "shape", "pass", "GFLOP"] + [f"{n} ms" for n in fcs]
+    header = (["case", "shape", "pass", "algo", "GFLOP"] + [f"{n} ms" for n in fcs]
               + ([f"{TORCH} ms"] if TORCH in names else [])
               + ([f"{n} ÷ torch" for n in fcs] if TORCH in names else [])
               + ([f"{n} speed-up vs ref" for n in compiled] if "reference" in fcs else [])
@@ -53,7 +64,7 @@ def table(rows, names):
         if row["group"] != group:
             group = row["group"]
             out += ["", f"### {group}", "", "| " + " | ".join(header) + " |",
-                    "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
+                    "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
         cs = row["contenders"]
         for pass_, label in PASSES:
             if pass_ == "fwdbwd" and all(cs[n].get("fwdbwd_ms") is None and not cs[n].get("error")
@@ -62,6 +73,7 @@ def table(rows, names):
             gflop = row[f"gflop_{pass_}"]
             cells = [row["title"] if pass_ == "fwd" else "", row["shape"] if pass_ == "fwd" else "",
                      ("step" if pass_ == "fwdbwd" else "fwd+loss") if row["train"] else label,
+                     _algo_cell(cs, fcs) if pass_ == "fwd" else "",
                      "—" if gflop is None else f"{gflop:.3g}"]
             cells += ["error" if cs[n].get("error") else _ms(cs[n].get(f"{pass_}_ms")) for n in fcs]
             if TORCH in names:
@@ -139,6 +151,10 @@ def markdown(result, meta):
         "backward needs) and computes the input gradient in the backward. Resampling twins in torch: "
         "Downsample2d = `x[..., ::2, ::2].contiguous()`, Upsample2d = `new_zeros` + "
         "`y[..., ::2, ::2] = x` (autograd gives the backwards).",
+        f"`algo` = the convolution algorithm the fastconv contenders ran (`{result.get('algo', 'im2col')}` "
+        "unless a contender is named `backend@algo`; \"auto\" measures every applicable one in the warm-up "
+        "call and keeps the fastest). GFLOP/s is *effective*: direct-convolution FLOPs / time, so "
+        "Winograd, which does fewer multiplies, can exceed the SGEMM rate (% GEMM peak above 100%).",
         "ResNet-18 rows: bias-free convolutions at the feature-map sizes the issue names (56², 28², "
         "14²); the stem conv takes the 3x112x112 input and the stem max pool its 64x56x56 output.",
         "",
@@ -151,6 +167,8 @@ def markdown(result, meta):
               if c.get("error")]
     if errors:
         lines += ["", "Errors:", ""] + [f"- {cid} / {n}: {e}" for cid, n, e in errors]
+    if result.get("conv_algo_report") and meta.get("algos_report"):
+        lines += ["", "### Convolution algorithm choices (\"auto\")", "", result["conv_algo_report"]]
     jit = _jit_table(result["numba_first_calls"])
     if jit:
         lines += ["", "### Numba first calls (JIT compile or cache load)", ""] + jit

@@ -12,8 +12,11 @@ from . import timing
 TORCH = "torch"
 
 
-def contenders(requested=None):
-    """fastconv backends that load here (reference first, then compiled ones) plus ``torch``."""
+def contenders(requested=None, algos=None):
+    """fastconv backends that load here (reference first, then compiled ones) plus ``torch``.
+
+    With ``algos`` (convolution algorithms, see ``fastconv.conv_algo``) every backend becomes one
+    contender per algorithm, named ``backend@algo``."""
     names = fc.available_backends()
     order = ["reference"] + [n for n in names if n != "reference"]
     order = [n for n in order if n in names] + [TORCH]
@@ -22,7 +25,27 @@ def contenders(requested=None):
         if unknown:
             raise SystemExit(f"contender(s) {unknown} not available; available: {order}")
         order = [n for n in order if n in requested]
+    if algos:
+        order = [f"{n}@{a}" for n in order if n != TORCH for a in algos] + [n for n in order if n == TORCH]
     return order
+
+
+def split_contender(name, default_algo):
+    """``"cython@winograd_f4"`` -> ("cython", "winograd_f4"); a plain backend gets ``default_algo``."""
+    backend, _, algo = name.partition("@")
+    return backend, algo or default_algo
+
+
+def _algos_used(runner):
+    """The algorithms the runner's Conv2d layers ran in their last forward, e.g. "winograd_f4 x3, im2col"."""
+    module = getattr(runner, "module", None) or getattr(runner, "model", None)
+    used = []
+    for m in module.modules() if module is not None else ():
+        cache = m.__dict__.get("_cache") if isinstance(m, fc.nn.Conv2d) else None
+        if cache is not None:
+            used.append(cache.algo)
+    counts = {a: used.count(a) for a in dict.fromkeys(used)}
+    return ", ".join(a if c == 1 else f"{a} x{c}" for a, c in counts.items()) or None
 
 
 # ----------------------------------------------------------------------------- numba JIT
@@ -92,16 +115,21 @@ def numba_first_calls(dtypes=("float64", "float32")):
 
 
 # ----------------------------------------------------------------------------- the run
-def _measure(case, name, plan):
+def _measure(case, name, plan, algo="auto"):
+    """Timings of one contender; fastconv ones also say which convolution algorithm ran
+    ("auto" tunes in the warm-up call, outside the timings)."""
     if name == TORCH:
         runner = case.torch_runner()
         return timing.time_pair(runner, plan)
-    with fc.use_backend(name):
+    backend, algo = split_contender(name, algo)
+    with fc.use_backend(backend), fc.use_conv_algo(algo):
         runner = case.fc_runner()
-        return timing.time_pair(runner, plan)
+        samples = timing.time_pair(runner, plan)
+    samples["algo"] = _algos_used(runner)
+    return samples
 
 
-def run_case(case, names, plan, gemm, log=print):
+def run_case(case, names, plan, gemm, log=print, algo="auto"):
     macs, dtype = case.info()
     flops = 2.0 * macs if macs else None
     peak = gemm.get(dtype, {}).get("gflops")
@@ -113,13 +141,13 @@ def run_case(case, names, plan, gemm, log=print):
     for name in names:
         t0 = time.perf_counter()
         try:
-            samples = _measure(case, name, plan)
+            samples = _measure(case, name, plan, algo)
             rec = {"fwd_ms": timing.median_ms(samples["fwd"]),
                    "fwdbwd_ms": timing.median_ms(samples["fwdbwd"]),
                    "n": len(samples["fwd"]),
                    "fwd_samples_ms": [1e3 * s for s in samples["fwd"]],
                    "fwdbwd_samples_ms": [1e3 * s for s in samples["fwdbwd"] or []],
-                   "error": None}
+                   "algo": samples.get("algo"), "error": None}
         except Exception as exc:
             rec = {"fwd_ms": None, "fwdbwd_ms": None, "n": 0, "error": f"{type(exc).__name__}: {exc}",
                    "traceback": traceback.format_exc(limit=4)}
@@ -131,7 +159,8 @@ def run_case(case, names, plan, gemm, log=print):
             rec[f"{pass_}_pct_peak"] = None if (gf is None or not peak) else 100.0 * gf / peak
         row["contenders"][name] = rec
         gc.collect()
-        status = rec["error"] or f"fwd {_fmt(rec['fwd_ms'])} ms, fwd+bwd {_fmt(rec['fwdbwd_ms'])} ms (n={rec['n']})"
+        status = rec["error"] or (f"fwd {_fmt(rec['fwd_ms'])} ms, fwd+bwd {_fmt(rec['fwdbwd_ms'])} ms "
+                                  f"(n={rec['n']})" + (f" [{rec['algo']}]" if rec.get("algo") else ""))
         log(f"  {case.id:<34} {name:<10} {status}")
     _ratios(row)
     return row
@@ -154,14 +183,16 @@ def _ratios(row):
                                                     else None)
 
 
-def run(cases, names, plan, gemm_n=2048, log=print, jit=True):
-    """The whole suite: GEMM peaks, Numba first calls (``jit``), then every case x contender."""
+def run(cases, names, plan, gemm_n=2048, log=print, jit=True, algo="auto"):
+    """The whole suite: GEMM peaks, Numba first calls (``jit``), then every case x contender.
+
+    ``algo``: the convolution algorithm of contenders named without ``@algo``."""
     started = time.time()
     log(f"GEMM peak (NumPy matmul {gemm_n}x{gemm_n}) ...")
     gemm = {d: timing.gemm_rate(d, n=gemm_n) for d in ("float32", "float64")}
     for d, g in gemm.items():
         log(f"  {d}: {g['gflops']:.1f} GFLOP/s ({g['median_ms']:.1f} ms)")
-    jit = numba_first_calls() if (jit and "numba" in names) else []
+    jit = numba_first_calls() if (jit and any(split_contender(n, "")[0] == "numba" for n in names)) else []
     if jit:
         total = sum(r["ms"] for r in jit)
         sources = sorted({r["source"] for r in jit})
@@ -169,6 +200,7 @@ def run(cases, names, plan, gemm_n=2048, log=print, jit=True):
     rows = []
     for case in cases:
         log(f"{case.group} | {case.title} [{case.shape}]")
-        rows.append(run_case(case, names, plan, gemm, log=log))
-    return {"gemm": gemm, "numba_first_calls": jit, "rows": rows, "contenders": names,
+        rows.append(run_case(case, names, plan, gemm, log=log, algo=algo))
+    return {"gemm": gemm, "numba_first_calls": jit, "rows": rows, "contenders": names, "algo": algo,
+            "conv_algo_report": fc.conv_algo_report(),
             "plan": plan.as_dict(), "started": started, "duration_s": time.time() - started}

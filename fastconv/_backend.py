@@ -172,6 +172,24 @@ def set_num_threads(n):
             setter(n)
 
 
+def set_grain_size(n=None):
+    """Compiled kernels doing less than ``n`` elements of work run on one thread (ATen's
+    ``parallel_for`` grain); 0 makes every kernel parallel, None restores each backend's
+    default. Applies to the loaded compiled backends (Cython, Numba; their Winograd transforms
+    read the same setting); returns the previous values by module."""
+    import numbers
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0):
+        raise ValueError(f"grain size must be an int >= 0 or None, got {n!r}")
+    previous = {}
+    for name in ("cython", "numba"):
+        module = _loaded.get(name)
+        if module is not None:
+            previous[module.__name__] = module.get_grain_size()
+            module.set_grain_size(None if n is None else int(n))
+    return previous
+
+
 try:  # report a bad FASTCONV_BACKEND at import; get_backend() raises it (fastconv.face never calls it)
     _backend_from_env()
 except ValueError as _exc:

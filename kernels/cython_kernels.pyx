@@ -69,6 +69,22 @@ cdef extern from *:
 cdef Py_ssize_t _PARALLEL_MIN = 1 << 16
 
 
+def set_grain_size(n=None):
+    """Kernels touching fewer than ``n`` elements run on one thread (0: always parallel;
+    None: the default, 1 << 16)."""
+    global _PARALLEL_MIN
+    if n is None:
+        n = 1 << 16
+    if n < 0:
+        raise ValueError(f"grain size must be >= 0, got {n}")
+    _PARALLEL_MIN = n
+
+
+def get_grain_size():
+    """The current grain size (elements below which a kernel runs on one thread)."""
+    return _PARALLEL_MIN
+
+
 def set_num_threads(int n):
     """Number of OpenMP threads the kernels use from now on (this calling thread)."""
     if n < 1:

@@ -364,6 +364,22 @@ _TASKS_PER_THREAD = 4
 _SERIAL_BELOW = 1 << 15
 
 
+def set_grain_size(n=None):
+    """Kernels doing fewer than ``n`` element operations run on one thread (0: always parallel;
+    None: the default, 2**15)."""
+    global _SERIAL_BELOW
+    if n is None:
+        n = 1 << 15
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"grain size must be an int >= 0, got {n!r}")
+    _SERIAL_BELOW = n
+
+
+def get_grain_size():
+    """The current grain size (element operations below which a kernel runs on one thread)."""
+    return _SERIAL_BELOW
+
+
 def _launch(kernel, work, *args):
     """Run ``kernel(*args)``; serially when ``work`` (element operations) is small."""
     nt = numba.get_num_threads()

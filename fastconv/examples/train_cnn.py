@@ -32,6 +32,8 @@ def build_parser():
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
     p.add_argument("--backend", default=None, help="kernel backend (default: fastest available; "
                    "see `fastconv backends`)")
+    p.add_argument("--algo", default="im2col", choices=fc.conv_algo.CHOICES,
+                   help="convolution algorithm of the 3x3 layers (default im2col; auto = fastest measured)")
     p.add_argument("--threads", type=int, default=1,
                    help="threads for kernels and BLAS (default 1: the per-sample GEMMs are small, and "
                         "2 threads on a busy 2-core machine ran 5-100x slower)")
@@ -115,13 +117,14 @@ def main(argv=None):
         fc.set_num_threads(args.threads)
     if args.backend:
         fc.set_backend(args.backend)
+    fc.set_conv_algo(args.algo)
     fc.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     x_train, y_train, x_test, y_test, k = prepare_data(args)
     print(f"data: {len(x_train)} train / {len(x_test)} test images of {k} people, "
           f"{args.size}x{args.size} grey ({time.perf_counter() - start:.1f}s); "
-          f"backend {fc.get_backend()}, {args.dtype}")
+          f"backend {fc.get_backend()}, conv algo {fc.get_conv_algo()}, {args.dtype}")
     model = CNN(1, args.size, k, channels=args.channels, batchnorm=args.batchnorm, dropout=args.dropout,
                 dtype=np.dtype(args.dtype), label_smoothing=args.label_smoothing)
     opt_kwargs = dict(lr=args.lr, weight_decay=args.weight_decay)

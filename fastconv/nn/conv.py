@@ -3,8 +3,10 @@ import math
 
 import numpy as np
 
+from .. import conv_algo
 from .. import functional as F
 from .._validate import check_channels, check_size, float_dtype, int_tuple
+from ..conv_winograd import FilterCache
 from ..random import uniform
 from .module import CachedModule, Parameter
 
@@ -54,10 +56,11 @@ class _ConvNd(CachedModule):
         self._remember(cache)
         return y
 
+    def _conv_backward(self, dy, cache):
+        return (F.conv_transpose_backward if self.transposed else F.conv_backward)(dy, cache)
+
     def backward(self, dy):
-        cache = self._recall()
-        grads = (F.conv_transpose_backward if self.transposed else F.conv_backward)(dy, cache)
-        dx, dw, db = grads
+        dx, dw, db = self._conv_backward(dy, self._recall())
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -88,13 +91,31 @@ class Conv1d(_ConvNd):
 class Conv2d(_ConvNd):
     """x: (N, C_in, H, W) -> (N, C_out, H_out, W_out), ``H_out = floor((H + 2p - d(k-1) - 1)/s) + 1``.
 
-    weight: (C_out, C_in/groups, kh, kw); bias: (C_out,).
+    weight: (C_out, C_in/groups, kh, kw); bias: (C_out,). ``algo``: "im2col", "winograd",
+    "winograd_f2", "winograd_f4" or "auto" (fastest measured); None follows
+    :func:`fastconv.set_conv_algo` (see :mod:`fastconv.conv_algo`).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, dtype=np.float64, groups=1):
+                 bias=True, dtype=np.float64, groups=1, algo=None):
         super().__init__(2, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, dtype,
                          groups=groups)
+        self.algo = conv_algo.check_layer_algo(algo, self.kernel_size, self.stride, self.dilation,
+                                               self.groups)
+        self._filter_cache = FilterCache()  # Winograd-transformed weights, refreshed when they change
+
+    def forward(self, x):
+        b = None if self.bias is None else self.bias.data
+        y, cache = conv_algo.conv2d_forward(x, self.weight.data, b, self.stride, self.padding,
+                                            self.dilation, self.algo, self._filter_cache, self.groups)
+        self._remember(cache)
+        return y
+
+    def _conv_backward(self, dy, cache):
+        return conv_algo.conv2d_backward(dy, cache)
+
+    def extra_repr(self):
+        return super().extra_repr() + ("" if self.algo is None else f", algo={self.algo!r}")
 
 
 class ConvTranspose1d(_ConvNd):

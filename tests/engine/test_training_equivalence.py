@@ -2,7 +2,9 @@
 initial weights on identical batches (synthetic, float64) for 50 SGD steps (momentum 0.9,
 weight decay) gives the same loss curve, final weights and BatchNorm running statistics
 (``assert_close``, float64: 1e-12), under every available backend (conftest's ``backend``
-fixture). The torch network is ``fastconv.bench.twins.torch_twin``, the benchmark's translator."""
+fixture). The torch network is ``fastconv.bench.twins.torch_twin``, the benchmark's translator.
+Under every convolution algorithm: im2col as above; Winograd F(2x2), F(4x4) and "auto" (which
+rounds differently) to 1e-9 relative, max|diff| / max|ref|."""
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ twins = import_installed("fastconv.bench.twins")
 
 STEPS, BATCH, SIZE, CLASSES = 50, 8, 16, 5
 LR, MOMENTUM, WD = 0.05, 0.9, 1e-3
+WINOGRAD_RTOL = 1e-9  # the issue's bound for algorithms that round differently from a direct sum
 
 
 def _plain_net():
@@ -39,8 +42,24 @@ def _batches(seed):
     return batches
 
 
+@pytest.mark.parametrize("algo", ["im2col", "auto", "winograd_f2", "winograd_f4"])
 @pytest.mark.parametrize("make", [_plain_net, _bn_net], ids=["plain", "batchnorm"])
-def test_sgd_training_matches_torch(backend, make):
+def test_sgd_training_matches_torch(backend, make, algo):
+    """``algo`` is the process-wide convolution algorithm: Winograd runs the stride-1 3x3 layers."""
+    with fc.use_conv_algo(algo):
+        _train_and_compare(make, algo)
+
+
+def _close(actual, expected, algo, what):
+    if algo == "im2col":
+        assert_close(actual, expected, np.float64, what)
+        return
+    expected = np.asarray(expected.detach() if hasattr(expected, "detach") else expected, dtype=np.float64)
+    rel = np.abs(np.asarray(actual) - expected).max() / max(np.abs(expected).max(), 1e-300)
+    assert rel <= WINOGRAD_RTOL, f"{what}: relative error {rel:.3g} > {WINOGRAD_RTOL:g} ({algo})"
+
+
+def _train_and_compare(make, algo):
     fc.manual_seed(0)
     net = make()
     initial = net.state_dict()
@@ -59,10 +78,10 @@ def test_sgd_training_matches_torch(backend, make):
         loss.backward()
         t_opt.step()
         t_losses.append(loss.item())
-    assert_close(np.array(fc_losses), np.array(t_losses), np.float64, "loss curve")
+    _close(np.array(fc_losses), np.array(t_losses), algo, "loss curve")
     assert np.mean(fc_losses[-10:]) < 0.5 * np.mean(fc_losses[:10]), "the network did not learn the task"
     t_state = twin.state_dict()
     for key, value in net.state_dict().items():
-        assert_close(value, t_state[key], np.float64, key)
+        _close(value, t_state[key], algo, key)
         # every parameter and running statistic moved: the comparison is not of untouched copies
         assert np.abs(value - initial[key]).max() > 1e-3, f"{key} did not change in training"

@@ -1,0 +1,343 @@
+"""Winograd convolution and algorithm selection (fastconv.winograd, conv_winograd, conv_algo).
+
+Tolerances (Winograd rounds differently from a direct sum): float64 max|diff| / max(1, max|ref|)
+<= 1e-11, float32 <= 5e-5, against torch run in float64 on the same (float32-representable)
+data. Every test runs under every backend (``backend`` fixture) where the backend matters.
+"""
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv as fc
+from engine_helpers import BACKENDS, error, fuzz
+from fastconv import conv_algo, conv_winograd
+from fastconv import winograd as wino
+
+torch = pytest.importorskip("torch")
+
+WINOGRAD = ["winograd_f2", "winograd_f4"]
+TOL = {np.dtype(np.float64): 1e-11, np.dtype(np.float32): 5e-5}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_choices(monkeypatch):
+    """No test sees another's "auto" decisions or a stored choice file."""
+    monkeypatch.delenv("FASTCONV_CACHE", raising=False)
+    conv_algo.clear_conv_algo_cache()
+    yield
+    conv_algo.clear_conv_algo_cache()
+
+
+def _torch_conv(x, w, b, padding):
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    wt = torch.tensor(w.astype(np.float64), requires_grad=True)
+    bt = torch.tensor(b.astype(np.float64), requires_grad=True)
+    return xt, wt, bt, torch.nn.functional.conv2d(xt, wt, bt, padding=padding)
+
+
+def _check_vs_torch(algo, n, c, o, h, w, padding, dtype, seed=0):
+    """Conv2d(algo) forward, dx, dW, db against torch; returns the worst error."""
+    rng = np.random.default_rng(seed)
+    layer = fc.nn.Conv2d(c, o, 3, padding=padding, dtype=dtype, algo=algo)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    y = layer(x)
+    dy = rng.uniform(-1, 1, y.shape).astype(dtype)
+    dx = layer.backward(dy)
+    xt, wt, bt, yt = _torch_conv(x, layer.weight.data, layer.bias.data, padding)
+    yt.backward(torch.tensor(dy.astype(np.float64)))
+    worst = 0.0
+    for name, got, ref in (("y", y, yt), ("dx", dx, xt.grad), ("dW", layer.weight.grad, wt.grad),
+                           ("db", layer.bias.grad, bt.grad)):
+        ref = ref.detach().numpy()
+        assert got.dtype == np.dtype(dtype) and got.shape == ref.shape, name
+        err = error(got, ref, dtype)
+        assert err <= TOL[np.dtype(dtype)], f"{algo} {name}: error {err:.3g} ({np.dtype(dtype).name})"
+        worst = max(worst, err)
+    return worst
+
+
+# ----------------------------------------------------------------------------- the math
+@pytest.mark.parametrize("m", wino.TILE_SIZES)
+def test_matrices_give_the_exact_correlation(m):
+    """sum_x A^T[i, x] G[x, k] B^T[x, j] = [j == i + k] in exact rational arithmetic: then
+    A^T [(G g) (.) (B^T d)] is the correlation of d with g for every d, g (and the 2-D nesting)."""
+    mats = wino._MATRICES[m]
+    at, g, bt = ([[Fraction(v) for v in row] for row in mats[k]] for k in ("AT", "G", "BT"))
+    a = m + 2
+    for i in range(m):
+        for k in range(3):
+            for j in range(a):
+                total = sum(at[i][x] * g[x][k] * bt[x][j] for x in range(a))
+                assert total == (1 if j == i + k else 0), (i, k, j)
+
+
+def test_float64_matrices_are_rounded_once():
+    """The float64 constants are the exactly rounded rationals, not float32 ones cast up."""
+    _, g, _ = wino.matrices(4, np.float64)
+    assert g[1, 0] == -1 / 6 and g[3, 0] == 1 / 24 and np.float32(g[1, 0]) != g[1, 0]
+    assert wino.matrices(4, np.float32)[1].dtype == np.float32
+    with pytest.raises(ValueError, match="tile size"):
+        wino.matrices(3)
+
+
+# ----------------------------------------------------------------------------- transforms
+COMPILED = [b for b in BACKENDS if b != "reference"]
+
+
+@pytest.mark.parametrize("backend_name", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@fuzz(12)
+@given(n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 23), w=st.integers(1, 40),
+       ph=st.integers(0, 2), pw=st.integers(0, 2), m=st.sampled_from(wino.TILE_SIZES),
+       seed=st.integers(0, 2**16))
+def test_compiled_transforms_match_reference(backend_name, dtype, n, c, h, w, ph, pw, m, seed):
+    """The four contract functions of each compiled backend against fastconv.winograd."""
+    ref, k = wino, conv_winograd.winograd_module(backend_name)
+    rng = np.random.default_rng(seed)
+    at, g, bt = wino.matrices(m, dtype)
+    hp, wp = h + 2 * ph, w + 2 * pw
+    if hp < 3 or wp < 3:
+        return
+    oh, ow = hp - 2, wp - 2
+    th, tw = wino.tile_grid(oh, ow, m)
+    tol = 1e-13 if dtype == np.float64 else 2e-6
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    for L in (bt, np.ascontiguousarray(at.T)):  # input transform; dy transform (r = m)
+        pad = (ph, pw) if L is bt else (0, 0)
+        got = k.winograd_tiles_in(x, L, m, *pad, th, tw)
+        assert got.dtype == dtype
+        assert error(got, ref.winograd_tiles_in(x, L, m, *pad, th, tw), np.float32) <= tol
+    prod = rng.standard_normal(((m + 2) ** 2, c, n * th * tw)).astype(dtype)
+    assert error(k.winograd_tiles_out(prod, at, n, oh, ow, th, tw),
+                 ref.winograd_tiles_out(prod, at, n, oh, ow, th, tw), np.float32) <= tol
+    wt = rng.standard_normal((c + 1, c, 3, 3)).astype(dtype)
+    assert error(k.winograd_filter_in(wt, g), ref.winograd_filter_in(wt, g), np.float32) <= tol
+    du = rng.standard_normal(((m + 2) ** 2, c + 1, c)).astype(dtype)
+    gt = np.ascontiguousarray(g.T)
+    assert error(k.winograd_filter_out(du, gt), ref.winograd_filter_out(du, gt), np.float32) <= tol
+
+
+@pytest.mark.parametrize("backend_name", COMPILED)
+def test_transforms_reject_inconsistent_sizes(backend_name):
+    """Direct calls to the compiled transforms cannot index out of bounds (the reference
+    trusts its caller, fastconv.conv_winograd, as the other reference kernels do)."""
+    k = conv_winograd.winograd_module(backend_name)
+    at, g, bt = wino.matrices(2)
+    with pytest.raises(ValueError, match="cover"):
+        k.winograd_tiles_out(np.zeros((16, 2, 4)), at, 1, 9, 4, 2, 2)  # 9 rows from 2 tile rows
+    with pytest.raises(ValueError, match="shape"):
+        k.winograd_tiles_out(np.zeros((16, 2, 5)), at, 1, 4, 4, 2, 2)
+    with pytest.raises(ValueError):
+        k.winograd_tiles_in(np.zeros((1, 1, 4, 4)), np.zeros((9, 9)), 2, 0, 0, 1, 1)
+    with pytest.raises(ValueError):
+        k.winograd_tiles_in(np.zeros((1, 1, 4, 4)), bt, 2, 0, 0, 0, 1)
+    with pytest.raises(ValueError):
+        k.winograd_filter_in(np.zeros((2, 2, 5, 5)), g)
+    for bad in (dict(ph=-1), dict(ph=2**40), dict(th=2**40)):  # past the index limit
+        args = dict(ph=0, pw=0, th=1, tw=1) | bad
+        with pytest.raises(ValueError):
+            k.winograd_tiles_in(np.zeros((1, 1, 4, 4)), bt, 2, args["ph"], args["pw"], args["th"], args["tw"])
+
+
+# ----------------------------------------------------------------------------- parity vs torch
+@pytest.mark.parametrize("algo", WINOGRAD)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@fuzz(6)
+@given(n=st.integers(1, 4), c=st.integers(1, 24), o=st.integers(1, 24), h=st.integers(1, 12),
+       w=st.sampled_from([1, 2, 3, 5, 8, 13, 37, 64, 101, 300]), padding=st.integers(0, 2),
+       seed=st.integers(0, 2**16))
+def test_winograd_matches_torch(backend, algo, dtype, n, c, o, h, w, padding, seed):
+    if h + 2 * padding < 3 or w + 2 * padding < 3:
+        return
+    _check_vs_torch(algo, n, c, o, h, w, padding, dtype, seed)
+
+
+@pytest.mark.parametrize("algo", WINOGRAD)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1, 2), (2, 3, 4, 2, 3, 1), (1, 2, 2, 7, 5, 3),
+                                   (1, 3, 2, (3, 9), (0, 2), None)],
+                         ids=["1x1-pad2", "2x3-pad1", "pad3", "asymmetric"])
+def test_winograd_awkward_shapes(backend, algo, dtype, shape):
+    """Width 1 (padding 2), widths 2-3, padding above 2 (dx crops dy), asymmetric padding."""
+    n, c, o, hw, padding, _ = shape
+    h, w = (hw, hw) if isinstance(hw, int) else hw
+    _check_vs_torch(algo, n, c, o, h, w, padding, dtype)
+
+
+@pytest.mark.parametrize("algo", WINOGRAD)
+@pytest.mark.parametrize("channels", [256, 512])
+def test_winograd_float32_error_at_many_channels(algo, channels):
+    """The bound holds where the error is largest: many channels (one backend suffices: the
+    transforms are held to the reference above)."""
+    assert _check_vs_torch(algo, 2, channels, 8, 6, 9, 1, np.float32) <= 5e-5
+
+
+# ----------------------------------------------------------------------------- selection
+def test_auto_picks_a_valid_algorithm_equal_to_forcing_it(backend):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 8, 12, 12))
+    auto = fc.nn.Conv2d(8, 6, 3, padding=1, algo="auto")
+    y_auto = auto(x)
+    dx_auto = auto.backward(np.ones_like(y_auto))
+    (key, entry), = conv_algo.tuned_choices().items()
+    assert entry["algo"] in conv_algo.applicable((3, 3), (1, 1), (1, 1))
+    assert set(entry["times_ms"]) == set(conv_algo.ALGOS) and key[7] == backend
+    for algo in conv_algo.ALGOS:
+        forced = fc.nn.Conv2d(8, 6, 3, padding=1, algo=algo)
+        forced.load_state_dict(auto.state_dict())
+        y = forced(x)
+        dx = forced.backward(np.ones_like(y))
+        if algo == entry["algo"]:
+            assert np.array_equal(y, y_auto) and np.array_equal(dx, dx_auto)
+        assert error(y, y_auto, np.float64) <= 1e-11 and error(dx, dx_auto, np.float64) <= 1e-11
+    assert entry["algo"] in fc.conv_algo_report()
+
+
+def test_auto_with_one_candidate_does_not_time(backend):
+    layer = fc.nn.Conv2d(2, 3, 5, algo="auto")
+    layer(np.ones((1, 2, 7, 7)))
+    (entry,) = conv_algo.tuned_choices().values()
+    assert entry == {"algo": "im2col", "times_ms": {}, "source": "only applicable algorithm"}
+
+
+@pytest.mark.parametrize("algo", ["winograd", "winograd_f2", "winograd_f4"])
+@pytest.mark.parametrize("geometry, constraint", [
+    (dict(kernel_size=5), r"3x3 kernel.*kernel \(5, 5\)"),
+    (dict(kernel_size=3, stride=2), r"stride 1.*stride \(2, 2\)"),
+    (dict(kernel_size=3, dilation=2), r"dilation 1.*dilation \(2, 2\)"),
+    (dict(kernel_size=(3, 1)), r"kernel \(3, 1\)"),
+])
+def test_inapplicable_algorithm_names_the_constraint(algo, geometry, constraint):
+    with pytest.raises(ValueError, match=constraint):
+        fc.nn.Conv2d(2, 2, algo=algo, **geometry)
+    with pytest.raises(ValueError, match=constraint):
+        conv_algo.conv2d_forward(np.ones((1, 2, 9, 9)), np.ones((2, 2) + ((geometry["kernel_size"],) * 2
+                                 if isinstance(geometry["kernel_size"], int) else geometry["kernel_size"])),
+                                 None, geometry.get("stride", 1), 0, geometry.get("dilation", 1), algo=algo)
+
+
+def test_bad_algorithm_names():
+    with pytest.raises(ValueError, match="unknown convolution algorithm 'fft'"):
+        fc.nn.Conv2d(1, 1, 3, algo="fft")
+    with pytest.raises(TypeError, match="must be a str"):
+        fc.set_conv_algo(4)
+    with pytest.raises(ValueError, match="unknown"):
+        fc.set_conv_algo("Winograd")
+    assert fc.get_conv_algo() == "im2col"
+
+
+def test_process_wide_setting_applies_where_it_can(backend):
+    x = np.random.default_rng(0).standard_normal((1, 2, 9, 9))
+    three, five = fc.nn.Conv2d(2, 2, 3), fc.nn.Conv2d(2, 2, 5)
+    with fc.use_conv_algo("winograd") as name:
+        assert name == "winograd_f4" and fc.get_conv_algo() == "winograd_f4"
+        three(x)
+        five(x)  # 5x5: im2col, no error
+        assert three._recall().algo == "winograd_f4" and five._recall().algo == "im2col"
+    assert fc.get_conv_algo() == "im2col"
+    three(x)
+    assert three._recall().algo == "im2col"
+
+
+def test_bad_input_is_caught_before_the_kernels(backend):
+    layer = fc.nn.Conv2d(3, 2, 3, algo="winograd")
+    with pytest.raises(ValueError, match="channels"):
+        layer(np.ones((1, 4, 8, 8)))
+    with pytest.raises(ValueError, match="smaller than the kernel span"):
+        layer(np.ones((1, 3, 1, 8)))
+    with pytest.raises(TypeError, match="dtype"):
+        layer(np.ones((1, 3, 8, 8), dtype=np.float32))
+    with pytest.raises(TypeError):
+        layer(np.ones((1, 3, 8, 8), dtype=np.int64))
+    y = layer(np.ones((1, 3, 8, 8)))
+    with pytest.raises(ValueError, match="shape"):
+        layer.backward(np.ones((1, 2, 5, 6)))
+    with pytest.raises(TypeError, match="dtype"):
+        layer.backward(np.ones_like(y, dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------- weight cache
+def test_cached_filter_transform_is_refreshed_after_an_optimiser_step(backend):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 10, 10))
+    layer = fc.nn.Conv2d(3, 4, 3, padding=1, algo="winograd")
+    plain = fc.nn.Conv2d(3, 4, 3, padding=1, algo="im2col")
+    opt = fc.optim.SGD(layer.parameters(), lr=0.5)
+    y0 = layer(x)
+    layer(x)
+    assert layer._filter_cache.transforms == 1  # unchanged weights: transformed once
+    layer.backward(np.ones_like(y0))
+    opt.step()  # in-place update of weight.data
+    y1 = layer(x)
+    assert layer._filter_cache.transforms == 2
+    plain.load_state_dict(layer.state_dict())
+    assert error(y1, plain(x), np.float64) <= 1e-11 and error(y1, y0, np.float64) > 1e-3
+    layer.weight.data[0, 0, 0, 0] += 1.0  # any other write is seen too
+    assert error(layer(x), plain(x), np.float64) > 1e-3 and layer._filter_cache.transforms == 3
+
+
+# ----------------------------------------------------------------------------- persistence
+def _tune_one(shape=(1, 4, 10, 10)):
+    layer = fc.nn.Conv2d(shape[1], 4, 3, padding=1, algo="auto")
+    layer(np.ones(shape))
+    return layer
+
+
+def test_choices_are_stored_and_read_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTCONV_CACHE", str(tmp_path))
+    _tune_one()
+    path = tmp_path / "conv_algo.json"
+    data = json.loads(path.read_text())
+    assert data["format"] == "fastconv-conv-algo-1" and len(data["entries"]) == 1
+    chosen = next(iter(data["entries"].values()))["algo"]
+    conv_algo.clear_conv_algo_cache()
+    _tune_one()
+    (entry,) = conv_algo.tuned_choices().values()
+    assert entry["algo"] == chosen and entry["source"].startswith("read from")
+
+
+@pytest.mark.parametrize("corrupt", ["not json", "wrong format", "unknown algo", "inapplicable",
+                                     "bad times"])
+def test_a_wrong_choice_file_is_ignored(tmp_path, monkeypatch, corrupt):
+    monkeypatch.setenv("FASTCONV_CACHE", str(tmp_path))
+    _tune_one()
+    path = tmp_path / "conv_algo.json"
+    data = json.loads(path.read_text())
+    (key,) = data["entries"]
+    if corrupt == "not json":
+        path.write_text("{")
+    elif corrupt == "wrong format":
+        data["format"] = "something-else"
+    elif corrupt == "unknown algo":
+        data["entries"][key]["algo"] = "fft"
+    elif corrupt == "inapplicable":  # a Winograd choice stored for a 5x5 layer
+        k = json.loads(key)
+        k[2][2:] = [5, 5]
+        data["entries"] = {json.dumps(k, separators=(",", ":")): {"algo": "winograd_f4", "times_ms": {}}}
+    elif corrupt == "bad times":
+        data["entries"][key]["times_ms"] = {"im2col": "fast"}
+    if corrupt != "not json":
+        path.write_text(json.dumps(data))
+    conv_algo.clear_conv_algo_cache()
+    _tune_one()
+    layer5 = fc.nn.Conv2d(4, 4, 5, padding=1, algo="auto")
+    layer5(np.ones((1, 4, 10, 10)))
+    sources = [e["source"] for e in conv_algo.tuned_choices().values()]
+    assert not any(s.startswith("read from") for s in sources), sources
+    assert all(e["algo"] in conv_algo.ALGOS for e in conv_algo.tuned_choices().values())
+
+
+def test_grouped_convolutions_run_im2col(backend):
+    with pytest.raises(ValueError, match="groups=1; this convolution has groups=2"):
+        fc.nn.Conv2d(4, 4, 3, groups=2, algo="winograd_f2")
+    layer = fc.nn.Conv2d(4, 4, 3, padding=1, groups=2, algo="auto")
+    layer(np.ones((1, 4, 6, 6)))
+    assert layer._recall().algo == "im2col"
+    with fc.use_conv_algo("winograd"):
+        layer.algo = None
+        layer(np.ones((1, 4, 6, 6)))
+        assert layer._recall().algo == "im2col"
