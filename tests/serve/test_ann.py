@@ -94,12 +94,14 @@ def test_serve_with_index_ivf(tiny_checkpoint, tmp_path, photo):
 
 
 def test_ann_recall_bench_smoke(tmp_path):
+    """Run in a child process: the benchmark pins thread counts for the whole process."""
     import json
+    import subprocess
+    import sys
 
-    from fastconv.bench import ann_recall
-
-    assert ann_recall.main(["--faces", "2000", "--dim", "16", "--queries", "5", "--nprobe", "1,1000",
-                            "--threads", "1", "--noise", "0.2", "--out", str(tmp_path)]) == 0
+    subprocess.run([sys.executable, "-m", "fastconv.bench.ann_recall", "--faces", "2000", "--dim", "16",
+                    "--queries", "5", "--nprobe", "1,1000", "--threads", "1", "--noise", "0.2",
+                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=300)
     rows = json.loads((tmp_path / "ann_recall.json").read_text())["rows"]
     assert [r["nprobe"] for r in rows] == [1, 1000]
     assert rows[1]["recall_at_10"] == 1.0 and rows[1]["top1_agreement"] == 1.0  # every cell probed: exact
