@@ -1,5 +1,5 @@
 """``fastconv face`` command line: train, info, benchmark-lfw, ablate, throughput, plus
-eval/verify/embed/export-onnx.
+eval/verify/embed/export-onnx and serve.
 
 ``main(argv=None) -> int`` (0 = success, 2 = bad input). Every subcommand is a ``cmd_*(args) -> int``
 set as ``func`` on its subparser; it raises on bad input and :func:`run_command`, the one error
@@ -114,6 +114,9 @@ def build_parser():
     p.set_defaults(func=cmd_throughput)
 
     add_eval_commands(sub)
+    from .serve.command import add_serve_command
+
+    add_serve_command(sub)
     return parser
 
 

@@ -45,6 +45,24 @@ def _add_common(p, checkpoint=True, scorer="auto"):
                         f"log-likelihood ratios); auto = plda when the checkpoint stores one (default {scorer})")
 
 
+def _add_detect(p):
+    p.add_argument("--detect", action="store_true",
+                   help="photos, not LFW crops: frame the largest face like LFW (Haar cascade, box enlarged 2.2x "
+                        "to 250x250) first, as `fastconv face serve` does; images without a face are an error "
+                        "(verify) or skipped (embed)")
+
+
+def _loader(args):
+    """``load(path, pre) -> uint8 (3, S, S)`` for --detect or plain LFW-style images."""
+    if args.detect:
+        from .serve.pipeline import load_detected
+
+        return load_detected
+    from .data import load_image
+
+    return load_image
+
+
 def add_eval_commands(subparsers) -> None:
     """Add the ``eval``, ``verify``, ``embed``, ``fit-scorer`` and ``export-onnx`` subcommands."""
     from fastconv.paths import lfw_root
@@ -96,6 +114,7 @@ def add_eval_commands(subparsers) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="threshold on the scorer's scale (overrides the checkpoint's)")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
+    _add_detect(p)
     p.set_defaults(func=cmd_verify)
 
     # embed
@@ -110,6 +129,7 @@ def add_eval_commands(subparsers) -> None:
     _add_common(p, "or-model", scorer="cosine")
     p.add_argument("--out", "-o", required=True, help="output .npy file")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
+    _add_detect(p)
     p.set_defaults(func=cmd_embed)
 
     # fit-scorer
@@ -241,7 +261,6 @@ def cmd_verify(args) -> int:
         _cosine_only_for_model_files(args)
         return verify_with_model(args)
 
-    from .data import load_image
     from .device import resolve_device
     from .evaluate import embed
 
@@ -250,7 +269,8 @@ def cmd_verify(args) -> int:
     device = resolve_device(args.device)
     model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
     scorer, stored, stored_source = _scorer_for(args, meta, cos_thr)
-    images = np.stack([load_image(args.image_a, pre), load_image(args.image_b, pre)])
+    load = _loader(args)
+    images = np.stack([load(args.image_a, pre), load(args.image_b, pre)])
     e = embed(model, images, flip=not args.no_flip, device=device)
     score = float(scorer.score(e[:1], e[1:])[0])
     if args.threshold is not None:
@@ -291,7 +311,7 @@ def cmd_embed(args) -> int:
     device = resolve_device(args.device)
     model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
     scorer = _scorer_for(args, meta, cos_thr)[0]
-    images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True)
+    images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True, load=_loader(args))
     if not len(kept):
         raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read "
                          f"(first: {skipped[0][0]}: {skipped[0][1]})")

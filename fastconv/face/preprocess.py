@@ -120,8 +120,11 @@ def _resolve(root, rel):
     return rel if os.path.isabs(rel) else os.path.join(root, rel)
 
 
-def decode_images(root, relpaths, pre: Preprocess, progress=True, workers=2):
-    """Decode ``relpaths`` -> (images uint8 (M,3,S,S), kept int64 (M,), skipped [(relpath, reason)])."""
+def decode_images(root, relpaths, pre: Preprocess, progress=True, workers=2, load=None):
+    """Decode ``relpaths`` -> (images uint8 (M,3,S,S), kept int64 (M,), skipped [(relpath, reason)]).
+
+    ``load(path, pre)`` reads one image (default :func:`load_image`; raises ``UnreadableImage``)."""
+    load = load_image if load is None else load
     root = os.fspath(root)
     n = len(relpaths)
     out = np.empty((n, 3, pre.size, pre.size), dtype=np.uint8)
@@ -130,7 +133,7 @@ def decode_images(root, relpaths, pre: Preprocess, progress=True, workers=2):
 
     def work(i):
         try:
-            out[i] = load_image(_resolve(root, relpaths[i]), pre)
+            out[i] = load(_resolve(root, relpaths[i]), pre)
             return i, None
         except UnreadableImage as exc:
             return i, exc.reason
