@@ -93,6 +93,21 @@ def test_file_format(tmp_path):
         Gallery(path, "m-1", D)
 
 
+def test_new_gallery_is_private_and_an_existing_one_keeps_its_mode(tmp_path):
+    """Galleries hold biometric data: a new file (and its WAL) is 0600; an existing file keeps its mode."""
+    path = tmp_path / "g.db"
+    g = Gallery(path, "m-1", D)
+    g.add_subject("a")
+    g.add_face("a", _unit(np.random.default_rng(3), 1)[0], "h")
+    assert (path.stat().st_mode & 0o777) == 0o600
+    wal = tmp_path / "g.db-wal"
+    assert not wal.exists() or (wal.stat().st_mode & 0o777) == 0o600
+    g.close()
+    path.chmod(0o640)
+    Gallery(path, "m-1", D).close()
+    assert (path.stat().st_mode & 0o777) == 0o640
+
+
 def test_refuses_another_model_and_non_galleries(tmp_path):
     path = tmp_path / "g.db"
     Gallery(path, "m-1", D).close()

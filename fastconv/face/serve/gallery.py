@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...atomic import PRIVATE
+
 __all__ = ["SCHEMA_VERSION", "Gallery", "GalleryError", "ModelMismatch", "NotFound", "Conflict", "Hit",
            "image_digest"]
 
@@ -53,6 +55,15 @@ CREATE INDEX faces_subject ON faces(subject_id);
 # (tests kill the process there to show the transaction leaves no half row).
 _PAUSE_ENV = "FASTCONV_GALLERY_TEST_PAUSE"
 
+
+
+def _create_private(path):
+    """Create a new gallery file with mode 0600 (embeddings are biometric data); SQLite gives its
+    -wal and -shm files the database file's mode. An existing file keeps its mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE))
+    except FileExistsError:
+        pass
 
 class GalleryError(ValueError):
     """A gallery file that cannot be used (wrong schema, corrupt rows)."""
@@ -112,6 +123,7 @@ class Gallery:
         self.index, self.index_min_faces = index, int(index_min_faces)
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            _create_private(self.path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA foreign_keys = ON")
