@@ -16,7 +16,9 @@ def pin_env(n):
     (for those the variables come too late and ``apply_limits`` has to do the work)."""
     early = [m for m in _PRELOADED if m in sys.modules]
     for var in THREAD_VARS:
-        os.environ[var] = str(n)
+        # An imported Numba raises at its next compilation when NUMBA_NUM_THREADS changes.
+        if not (var == "NUMBA_NUM_THREADS" and "numba" in early):
+            os.environ[var] = str(n)
     # Same OpenMP wait policy for every contender (fastconv.kernels defaults it to PASSIVE).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return early

@@ -8,6 +8,7 @@ import importlib
 import numbers
 import operator
 import os
+import sys
 
 # name -> (module path, how to get it when it does not load); listed fastest first.
 # The compiled kernels live in the top-level folder kernels/ of the repository, which setup.py
@@ -148,7 +149,9 @@ def set_num_threads(n):
     """Set the thread count of OpenMP (Cython kernels), Numba and BLAS together.
 
     n: an int (Python or NumPy) in [1, MAX_THREADS]; otherwise TypeError/ValueError and
-    nothing is changed. Numba uses at most ``NUMBA_NUM_THREADS`` (its pool size at import).
+    nothing is changed. Numba uses at most ``NUMBA_NUM_THREADS`` (its pool size at import);
+    once Numba is imported that variable is left as it is, since Numba raises at its next
+    compilation when it changes.
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
@@ -157,7 +160,10 @@ def set_num_threads(n):
         raise ValueError(f"n must be >= 1, got {n}")
     if n > MAX_THREADS:
         raise ValueError(f"n must be <= {MAX_THREADS} (fastconv's thread limit), got {n}")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    names = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"]
+    if "numba" not in sys.modules:  # later Numba refuses a NUMBA_NUM_THREADS unlike its pool's
+        names.append("NUMBA_NUM_THREADS")
+    for var in names:
         os.environ[var] = str(n)
     try:
         from threadpoolctl import threadpool_limits

@@ -66,10 +66,11 @@ def test_cli_detect_agrees_with_the_service(lfw_images, tiny_checkpoint, make_cl
     b = lfw_images / "George_W_Bush/George_W_Bush_0002.jpg"
     files = {"img1": ("a.jpg", a.read_bytes(), "image/jpeg"), "img2": ("b.jpg", b.read_bytes(), "image/jpeg")}
     served = make_client(tmp_path / "g.db", detect=True).post("/api/v1/verify", files=files).json()
-    assert main(["verify", str(a), str(b), "-c", str(tiny_checkpoint), "--detect", "--device", "cpu"]) == 0
+    assert main(["verify", str(a), str(b), "-c", str(tiny_checkpoint), "--detect", "--device", "cpu",
+                 "--scorer", "cosine"]) == 0
     cli = float(re.search(r"cosine score: (\S+)", capsys.readouterr().out).group(1))
     assert cli == pytest.approx(served["similarity"], abs=1e-4)
-    assert main(["verify", str(a), str(b), "-c", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    assert main(["verify", str(a), str(b), "-c", str(tiny_checkpoint), "--device", "cpu", "--scorer", "cosine"]) == 0
     plain = float(re.search(r"cosine score: (\S+)", capsys.readouterr().out).group(1))
     assert abs(plain - cli) > 1e-4  # the detected framing is really used
 
