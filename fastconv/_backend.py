@@ -183,8 +183,6 @@ def set_grain_size(n=None):
     ``parallel_for`` grain); 0 makes every kernel parallel, None restores each backend's
     default. Applies to the loaded compiled backends (Cython, Numba; their Winograd transforms
     read the same setting); returns the previous values by module."""
-    import numbers
-
     if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0):
         raise ValueError(f"grain size must be an int >= 0 or None, got {n!r}")
     previous = {}
