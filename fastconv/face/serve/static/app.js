@@ -65,14 +65,18 @@ document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click",
 // -- verify -------------------------------------------------------------------------------
 const barPos = (s) => `${(100 * (Math.max(-1, Math.min(1, s)) + 1) / 2).toFixed(2)}%`;
 
+let verifySeq = 0;  // only the newest request's answer is shown (an older pair's may arrive later)
+
 async function runVerify() {
   const f1 = $("file1").files[0], f2 = $("file2").files[0];
   $("verify-error").textContent = "";
+  const seq = ++verifySeq;
   if (!f1 || !f2) return;
   $("decision").textContent = "…";
   $("decision").dataset.verified = "";
   try {
     const r = await api("/verify", { method: "POST", body: imageForm({ img1: f1, img2: f2 }) });
+    if (seq !== verifySeq) return;
     $("crop1").src = r.faces[0].crop;
     $("crop2").src = r.faces[1].crop;
     $("similarity").textContent = r.similarity.toFixed(4);
@@ -85,6 +89,7 @@ async function runVerify() {
     $("bar-threshold").style.left = barPos(r.threshold);
     $("verify-result").hidden = false;
   } catch (err) {
+    if (seq !== verifySeq) return;
     $("verify-result").hidden = true;
     $("decision").textContent = "";
     $("verify-error").textContent = err.message;
