@@ -59,11 +59,51 @@ cdef extern from *:
     }
     FC_MAX_ROW(fc_max_row_f, float, uint32_t)
     FC_MAX_ROW(fc_max_row_d, double, uint64_t)
+    /* The 2x2 stride-2 unpadded max pool of one plane (oh = H/2, ow = W/2 rounded down):
+       each window read once, in the scan order (0,0), (0,1), (1,0), (1,1) with the same rule.
+       The first element always stands (-inf does not win, but idx starts at that pixel). */
+    #define FC_TAKE(T, UT, V, K)                                                      \
+        {                                                                             \
+            T v_ = (V);                                                               \
+            int w_ = (v_ > best) | (v_ != v_);                                        \
+            UT vi_, bb_, m_ = (UT)0 - (UT)w_;                                         \
+            int64_t mk_ = -(int64_t)w_;                                               \
+            memcpy(&vi_, &v_, sizeof(T));                                             \
+            memcpy(&bb_, &best, sizeof(T));                                           \
+            vi_ = (vi_ & m_) | (bb_ & ~m_);                                           \
+            memcpy(&best, &vi_, sizeof(T));                                           \
+            bi = ((K) & mk_) | (bi & ~mk_);                                           \
+        }
+    #define FC_MAX2X2(NAME, T, UT)                                                    \
+    static inline void NAME(const T* x, Py_ssize_t W, T* y, int64_t* idx,             \
+                            Py_ssize_t oh, Py_ssize_t ow) {                           \
+        Py_ssize_t p, q;                                                              \
+        for (p = 0; p < oh; p++) {                                                    \
+            const T* r0 = x + 2 * p * W;                                              \
+            const T* r1 = r0 + W;                                                     \
+            int64_t k0 = 2 * p * W;                                                   \
+            for (q = 0; q < ow; q++) {                                                \
+                T best = r0[2 * q];                                                   \
+                int64_t bi = k0 + 2 * q;                                              \
+                FC_TAKE(T, UT, r0[2 * q + 1], k0 + 2 * q + 1)                         \
+                FC_TAKE(T, UT, r1[2 * q], k0 + W + 2 * q)                             \
+                FC_TAKE(T, UT, r1[2 * q + 1], k0 + W + 2 * q + 1)                     \
+                y[p * ow + q] = best;                                                 \
+                idx[p * ow + q] = bi;                                                 \
+            }                                                                         \
+        }                                                                             \
+    }
+    FC_MAX2X2(fc_max2x2_f, float, uint32_t)
+    FC_MAX2X2(fc_max2x2_d, double, uint64_t)
     """
     void fc_max_row_f(const float* src, Py_ssize_t sw, float* y, int64_t* idx, int64_t k0,
                       Py_ssize_t q0, Py_ssize_t q1) noexcept nogil
     void fc_max_row_d(const double* src, Py_ssize_t sw, double* y, int64_t* idx, int64_t k0,
                       Py_ssize_t q0, Py_ssize_t q1) noexcept nogil
+    void fc_max2x2_f(const float* x, Py_ssize_t W, float* y, int64_t* idx, Py_ssize_t oh,
+                     Py_ssize_t ow) noexcept nogil
+    void fc_max2x2_d(const double* x, Py_ssize_t W, double* y, int64_t* idx, Py_ssize_t oh,
+                     Py_ssize_t ow) noexcept nogil
 
 # Below this many output elements a kernel runs on one thread: starting the team costs more.
 cdef Py_ssize_t _PARALLEL_MIN = 1 << 16
@@ -362,6 +402,12 @@ cdef inline void _maxpool_fwd_plane(const floating* x, floating* y, int64_t* idx
     """One plane. Like the reference, visits kernel offsets (i, j) in order for all outputs at
     once, so each window is scanned row by row; the padding (-inf) is skipped: it never wins."""
     cdef Py_ssize_t p, q, r0, c0
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        if floating is float:
+            fc_max2x2_f(x, W, y, idx, oh, ow)
+        else:
+            fc_max2x2_d(x, W, y, idx, oh, ow)
+        return
     # Before any element wins, the argmax is the window's first unpadded pixel (as torch and
     # the reference): an all -inf window still routes its gradient inside the window.
     for p in range(oh):
@@ -451,9 +497,12 @@ cdef int _maxpool_bwd(const floating* dy, const int64_t* idx, floating* dx, Py_s
 
 cdef inline int _maxpool_bwd_plane(const floating* dy, const int64_t* idx, floating* dx,
                                    Py_ssize_t L, Py_ssize_t HW) noexcept nogil:
+    """Zeroes the plane (in the thread that fills it: cache-warm, no page-fault stall of a
+    calloc'ed buffer), then adds each dy to its argmax in row-major (p, q) order."""
     cdef Py_ssize_t k
     cdef int64_t t
     cdef int bad = 0
+    memset(dx, 0, HW * sizeof(floating))
     for k in range(L):
         t = idx[k]
         if t < 0 or t >= HW:
@@ -474,11 +523,12 @@ def maxpool2d_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, :
     if ishape != gshape:
         raise ValueError(f"idx has shape {ishape}, dy has {gshape}")
     dtype = np.float32 if floating is float else np.float64
-    out = np.zeros((N, C, h, w), dtype=dtype)
+    out = np.empty((N, C, h, w), dtype=dtype)  # zeroed plane by plane in _maxpool_bwd_plane
     cdef floating[:, :, :, ::1] dx = out
     cdef Py_ssize_t L = dy.shape[2] * dy.shape[3]
     cdef int bad = 0
-    if N * C * L == 0:
+    if N * C * L == 0:  # no gradient to route: all zeros
+        out.fill(0)
         return out
     if h * w == 0:
         raise ValueError(f"idx points into an empty {h}x{w} input")

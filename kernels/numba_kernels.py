@@ -178,7 +178,27 @@ def _maxpool_fwd(x, y, idx, kh, kw, sh, sw, ph, pw, ninf, bands):
         xp = x[pl]
         yp = y[pl]
         ip = idx[pl]
-        if sw == 1:
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            # 2x2 stride 2, unpadded: each window read once, in scan order; the first element
+            # always stands (-inf does not win, but the argmax starts at that pixel).
+            for p in range(p0, p1):
+                r0, r1 = xp[2 * p], xp[2 * p + 1]
+                yr, ir = yp[p], ip[p]
+                k0 = 2 * p * w_
+                for q in range(ow):
+                    best, bi = r0[_U(2 * q)], k0 + 2 * q
+                    v = r0[_U(2 * q + 1)]
+                    if v > best or v != v:
+                        best, bi = v, k0 + 2 * q + 1
+                    v = r1[_U(2 * q)]
+                    if v > best or v != v:
+                        best, bi = v, k0 + w_ + 2 * q
+                    v = r1[_U(2 * q + 1)]
+                    if v > best or v != v:
+                        best, bi = v, k0 + w_ + 2 * q + 1
+                    yr[_U(q)] = best
+                    ir[_U(q)] = bi
+        elif sw == 1:
             # Unit stride: sweep whole output rows per kernel offset (i, j) -- same scan order
             # per window, and the inner loop over q vectorises (~5x faster than per window).
             for p in range(p0, p1):

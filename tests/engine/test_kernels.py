@@ -153,6 +153,7 @@ CONV_CASES = [
 # N, C, H, W, kh, kw, sh, sw, ph, pw
 POOL_CASES = [
     (2, 3, 8, 8, 2, 2, 2, 2, 0, 0),
+    (2, 3, 9, 11, 2, 2, 2, 2, 0, 0),           # the 2x2/2 fast path, odd sides (last row/column unused)
     (1, 2, 7, 9, 3, 3, 2, 2, 1, 1),            # overlapping windows + padding
     (2, 1, 9, 10, 2, 3, 4, 5, 1, 1),           # stride > kernel
     (1, 3, 5, 1, 3, 1, 1, 1, 1, 0),            # width-1 output
@@ -203,6 +204,11 @@ def test_maxpool_nan_and_minus_inf_windows(kernels, dtype):
     x[0, 1, 4, 5] = 1.0
     y, idx = check(kernels, "maxpool2d_forward", x, 3, 2, 2, 2, 1, 1, 3, 4)
     check(kernels, "maxpool2d_backward", np.ones(y.shape, dtype=dtype), idx, 5, 6)
+    # The 2x2/2 unpadded fast path: NaN windows, -inf windows, a NaN after a larger value.
+    x = np.array([[[[np.nan, np.nan, -np.inf, -np.inf, 1.0, np.nan],
+                    [np.nan, np.nan, -np.inf, -np.inf, 2.0, 0.0]]]], dtype)
+    _, idx = check(kernels, "maxpool2d_forward", x, 2, 2, 2, 2, 0, 0, 1, 3)
+    assert idx.tolist() == [[[[7, 2, 5]]]], f"argmax {idx.tolist()}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
