@@ -33,7 +33,8 @@ class _BatchNorm(CachedModule):
             self.register_buffer("running_mean", np.zeros(num_features, dtype))
             self.register_buffer("running_var", np.ones(num_features, dtype))
 
-    def _axes(self, x):
+    def _check(self, x):
+        """x: an ndarray of the layer's layout, channel count and dtype (else TypeError/ValueError)."""
         x = check_input(x, type(self).__name__)
         if x.ndim not in self.ndims:
             raise ValueError(f"{type(self).__name__} expects {self.layout}, got shape {x.shape}")
@@ -45,7 +46,7 @@ class _BatchNorm(CachedModule):
             same_dtype(x, self.running_mean, "input", "running_mean")
 
     def forward(self, x):
-        self._axes(x)
+        self._check(x)
         n, c = x.shape[:2]
         x3 = np.ascontiguousarray(x).reshape(n, c, -1)  # (N, C, L): the kernels' layout
         kernels = _backend.backend_module()
