@@ -24,6 +24,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from .config import flat_keys
+from .model_file import decode_json_bytes, weights_digest
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "EngineCheckpointError", "config_digest", "save_engine_checkpoint",
            "load_engine_checkpoint", "restore_optimizer"]
@@ -47,14 +48,9 @@ def config_digest(cfg):
 
 
 def _digest(arrays, meta):
-    """sha256 over sorted array names, dtypes, shapes, bytes, then the sorted-key JSON of ``meta``."""
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode())
-        h.update(a.tobytes())
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    return h.hexdigest()
+    """sha256 of (the model file's digest of the arrays: names, dtypes, shapes, bytes; the sorted-key JSON
+    of ``meta``)."""
+    return hashlib.sha256((weights_digest(arrays) + json.dumps(meta, sort_keys=True)).encode()).hexdigest()
 
 
 def save_engine_checkpoint(path, *, backbone, head, optimizer, cfg, stage_index, epoch, best_eer, history, rng):
@@ -83,14 +79,11 @@ def _read(path):
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise EngineCheckpointError(f"cannot resume: {path} is not a readable .npz ({type(exc).__name__}: "
                                     f"{exc})") from None
-    raw = arrays.pop("meta", None)
+    if "meta" not in arrays:
+        raise EngineCheckpointError(f"cannot resume: {path} is not an engine checkpoint (no meta entry)")
     try:
-        if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
-            raise ValueError("no meta entry")
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("meta is not a JSON object")
-    except (ValueError, UnicodeDecodeError) as exc:
+        meta = decode_json_bytes(arrays.pop("meta"))
+    except ValueError as exc:
         raise EngineCheckpointError(f"cannot resume: {path} is not an engine checkpoint ({exc})") from None
     return arrays, meta
 

@@ -184,3 +184,34 @@ def test_cpu_small_preset_trains_on_the_engine(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in records) and s["best_val_eer"] is not None
     _, meta = load_model_file(tmp_path / "model.npz")
     assert meta["model_name"] == "iresnet_small" and meta["input_size"] == 64 and meta["embedding_size"] == 256
+
+
+def test_progress_is_one_line_per_epoch_off_a_terminal_and_a_bar_per_epoch_on_one(tmp_path, capsys, monkeypatch):
+    import fastconv.face.engine_train as et
+
+    cfg = _cfg("ce.epochs=1", "arcface.epochs=1")
+    train_engine(cfg, tmp_path / "piped", data=make_data(), progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    epoch_lines = [line for line in lines if line.startswith("stage=")]
+    assert [line.split(", ")[:2] for line in epoch_lines] == [["stage=ce", "epoch=1"], ["stage=arcface", "epoch=1"]]
+    assert len(lines) == len(epoch_lines) + 1 and lines[0].startswith("note: --engine fastconv fits no PLDA")
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, **kw):
+            self.total, self.desc, self.n, self.kw, self.closed = total, desc, 0, kw, False
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def set_postfix(self, **kw):
+            self.postfix = kw
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(et, "progress_bar", Bar)
+    train_engine(cfg, tmp_path / "tty", data=make_data(), progress=True)
+    assert [(b.desc, b.total, b.n, b.closed) for b in bars] == [("ce 1/1", 3, 3, True), ("arcface 1/1", 3, 3, True)]
+    assert set(bars[0].postfix) == {"loss", "acc", "lr", "img_s"}

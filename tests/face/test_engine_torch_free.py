@@ -66,7 +66,7 @@ def test_engine_trains_on_lfw_view1_without_torch(tmp_path):
     assert len(records) == 2 and all(0 <= x["val_eer"] <= 1 for x in records), records
 
 
-@pytest.mark.parametrize("what", ["torch", "torchvision"])
+@pytest.mark.parametrize("what", ["torch", "torchvision", "sklearn.metrics"])
 def test_the_blocker_really_blocks(what):
     """The subprocess used above fails for a command that needs torch (so the tests above prove something)."""
     import subprocess
