@@ -729,9 +729,10 @@ def downsample2d_backward(const floating[:, :, :, ::1] dy, Py_ssize_t h, Py_ssiz
 
 
 # ----------------------------------------------------------------------------- batch norm
-# x, dy: (N, C, L). Sums run per (n, c) row of L in float64 with 8 interleaved partial sums
-# (lane k takes the elements l = k mod 8; they are added lane by lane at the end of the row),
-# then over n in order: a fixed order, so the result does not depend on the thread count.
+# x, dy: (N, C, L). Sums run per (n, c) row of L in float64 with interleaved partial sums
+# (lane k takes the elements l with l mod lanes = k, 8 lanes for the mean, 4 for the others;
+# the lanes are added pairwise at the end of the row), then over n in order: a fixed order,
+# so the result does not depend on the thread count.
 cdef inline double _row_sum(const floating* v, Py_ssize_t L, double shift) noexcept nogil:
     """sum_l (v[l] - shift) in float64."""
     cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
