@@ -37,18 +37,20 @@ cdef extern from *:
        mispredicts. NaN handling relies on IEEE compares: never build with -ffast-math. */
     #include <stdint.h>
     #include <string.h>
-    #define FC_MAX_STEP(T, UT, SW)                                                    \
+    /* v = V replaces BEST (and BI = K) when v > BEST or v is NaN; BEST, BI are lvalues. */
+    #define FC_TAKE(T, UT, V, K, BEST, BI)                                            \
         {                                                                             \
-            T v = src[q * (SW)], b = y[q];                                            \
-            int win = (v > b) | (v != v);                                             \
-            UT vi, bi, m = (UT)0 - (UT)win;                                           \
-            int64_t mk = -(int64_t)win;                                               \
-            memcpy(&vi, &v, sizeof(T));                                               \
-            memcpy(&bi, &b, sizeof(T));                                               \
-            vi = (vi & m) | (bi & ~m);                                                \
-            memcpy(&y[q], &vi, sizeof(T));                                            \
-            idx[q] = ((k0 + q * (SW)) & mk) | (idx[q] & ~mk);                         \
+            T v_ = (V), b_ = (BEST);                                                  \
+            int w_ = (v_ > b_) | (v_ != v_);                                          \
+            UT vi_, bb_, m_ = (UT)0 - (UT)w_;                                         \
+            int64_t mk_ = -(int64_t)w_;                                               \
+            memcpy(&vi_, &v_, sizeof(T));                                             \
+            memcpy(&bb_, &b_, sizeof(T));                                             \
+            vi_ = (vi_ & m_) | (bb_ & ~m_);                                           \
+            memcpy(&(BEST), &vi_, sizeof(T));                                         \
+            (BI) = ((K) & mk_) | ((BI) & ~mk_);                                       \
         }
+    #define FC_MAX_STEP(T, UT, SW) FC_TAKE(T, UT, src[q * (SW)], k0 + q * (SW), y[q], idx[q])
     #define FC_MAX_ROW(NAME, T, UT)                                                   \
     static inline void NAME(const T* src, Py_ssize_t sw, T* y, int64_t* idx,          \
                             int64_t k0, Py_ssize_t q0, Py_ssize_t q1) {               \
@@ -62,18 +64,6 @@ cdef extern from *:
     /* The 2x2 stride-2 unpadded max pool of one plane (oh = H/2, ow = W/2 rounded down):
        each window read once, in the scan order (0,0), (0,1), (1,0), (1,1) with the same rule.
        The first element always stands (-inf does not win, but idx starts at that pixel). */
-    #define FC_TAKE(T, UT, V, K)                                                      \
-        {                                                                             \
-            T v_ = (V);                                                               \
-            int w_ = (v_ > best) | (v_ != v_);                                        \
-            UT vi_, bb_, m_ = (UT)0 - (UT)w_;                                         \
-            int64_t mk_ = -(int64_t)w_;                                               \
-            memcpy(&vi_, &v_, sizeof(T));                                             \
-            memcpy(&bb_, &best, sizeof(T));                                           \
-            vi_ = (vi_ & m_) | (bb_ & ~m_);                                           \
-            memcpy(&best, &vi_, sizeof(T));                                           \
-            bi = ((K) & mk_) | (bi & ~mk_);                                           \
-        }
     #define FC_MAX2X2(NAME, T, UT)                                                    \
     static inline void NAME(const T* x, Py_ssize_t W, T* y, int64_t* idx,             \
                             Py_ssize_t oh, Py_ssize_t ow) {                           \
@@ -85,9 +75,9 @@ cdef extern from *:
             for (q = 0; q < ow; q++) {                                                \
                 T best = r0[2 * q];                                                   \
                 int64_t bi = k0 + 2 * q;                                              \
-                FC_TAKE(T, UT, r0[2 * q + 1], k0 + 2 * q + 1)                         \
-                FC_TAKE(T, UT, r1[2 * q], k0 + W + 2 * q)                             \
-                FC_TAKE(T, UT, r1[2 * q + 1], k0 + W + 2 * q + 1)                     \
+                FC_TAKE(T, UT, r0[2 * q + 1], k0 + 2 * q + 1, best, bi)               \
+                FC_TAKE(T, UT, r1[2 * q], k0 + W + 2 * q, best, bi)                   \
+                FC_TAKE(T, UT, r1[2 * q + 1], k0 + W + 2 * q + 1, best, bi)           \
                 y[p * ow + q] = best;                                                 \
                 idx[p * ow + q] = bi;                                                 \
             }                                                                         \
