@@ -424,8 +424,9 @@ cdef _check_int(str name, Py_ssize_t v, Py_ssize_t lo):
 
 
 cdef tuple _grid(Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, BT, R, Py_ssize_t ph, Py_ssize_t pw,
-                 Py_ssize_t tb):
-    """Checks shared by both kernels; returns ``(a, m, oh, ow, th, tw, T, tb)``, tb <= T."""
+                 Py_ssize_t tb, Py_ssize_t channels):
+    """Checks shared by both kernels; returns ``(a, m, oh, ow, th, tw, T, tb, nblocks, nw)``:
+    tb <= T, nw workers (threads, 1 below the grain size, at most nblocks)."""
     cdef Py_ssize_t a = BT.shape[0], m = R.shape[0]
     _check_matrix("BT", a, BT.shape[1])
     _check_matrix("A^T", m, R.shape[1])
@@ -442,7 +443,17 @@ cdef tuple _grid(Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, BT, R, Py_ssize_t ph,
     T = int(N) * th * tw
     _check_int("the number of tiles", T, 0)
     _check_int("the output size oh*ow", oh * ow, 1)
-    return a, m, oh, ow, th, tw, T, max(1, min(tb, T))
+    tb = max(1, min(tb, T))
+    nblocks = -(-int(T) // int(tb))
+    work = min(int(a) * int(a) * int(channels) * T, 2**62)
+    nw = max(1, min(_threads(work, _kernels.get_grain_size()), nblocks))
+    return a, m, oh, ow, th, tw, T, tb, nblocks, nw
+
+
+def _block_buffers(nw, a, rows_in, rows_out, tb, dtype):
+    """Each worker's block buffers: inputs (nw, a*a, rows_in, tb), products (nw, a*a, rows_out, tb);
+    a block of nt tiles uses the first a*a*rows*nt elements of its worker's slice."""
+    return np.empty((nw, a * a, rows_in, tb), dtype=dtype), np.empty((nw, a * a, rows_out, tb), dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- the contract
@@ -452,8 +463,9 @@ def winograd_conv(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
     """x (N, C, H, W), U (a*a, O, C), bias (O,) or None -> y (N, O, H+2ph-2, W+2pw-2);
     see fastconv.winograd.winograd_conv. tb: tiles per block."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], O = U.shape[1]
-    cdef Py_ssize_t a, m, oh, ow, th, tw, T
-    a, m, oh, ow, th, tw, T, tb = _grid(N, x.shape[2], x.shape[3], BT, AT, ph, pw, tb)
+    cdef Py_ssize_t a, m, oh, ow, th, tw, T, nblocks
+    cdef int nw
+    a, m, oh, ow, th, tw, T, tb, nblocks, nw = _grid(N, x.shape[2], x.shape[3], BT, AT, ph, pw, tb, C + O)
     if U.shape[0] != a * a or U.shape[2] != C or O < 1:
         raise ValueError(f"U must have shape ({a * a}, O >= 1, {C}), got {tuple(U.shape)[:3]}")
     cdef int has_bias = bias is not None
@@ -465,10 +477,8 @@ def winograd_conv(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
         out[...] = np.asarray(bias)[:, None, None] if has_bias else 0
         return out
     cdef floating[:, :, :, ::1] y = out
-    cdef Py_ssize_t nblocks = (T + tb - 1) // tb  # C division: no -(-T // tb)
-    cdef int nw = min(_threads(a * a * (C + O) * T, _kernels.get_grain_size()), nblocks)
-    cdef floating[:, :, :, ::1] vb = np.empty((nw, a * a, C, tb), dtype=dtype)  # a block: (a*a, C, nt)
-    cdef floating[:, :, :, ::1] mb = np.empty((nw, a * a, O, tb), dtype=dtype)
+    cdef floating[:, :, :, ::1] vb, mb
+    vb, mb = _block_buffers(nw, a, C, O, tb, dtype)
     cdef int kin = _kind(np.asarray(BT)), kout = _kind(np.asarray(AT))
     cdef int w, xi
     cdef Py_ssize_t blk, t0, nt
@@ -497,22 +507,21 @@ def winograd_filter_grad(const floating[:, :, :, ::1] x, const floating[:, :, :,
     workers' sums are added at the end (so the result depends on tb and the thread count only
     through rounding)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], O = dy.shape[1]
-    cdef Py_ssize_t a, m, oh, ow, th, tw, T
+    cdef Py_ssize_t a, m, oh, ow, th, tw, T, nblocks
+    cdef int nw
     if A.shape[0] < 1 or A.shape[1] < 1:
         raise ValueError("A must be at least 1x1")
-    AT = np.asarray(A).T
-    a, m, oh, ow, th, tw, T, tb = _grid(N, x.shape[2], x.shape[3], BT, AT, ph, pw, tb)
+    a, m, oh, ow, th, tw, T, tb, nblocks, nw = _grid(N, x.shape[2], x.shape[3], BT, np.asarray(A).T,
+                                                     ph, pw, tb, C + O)
     if dy.shape[0] != N or dy.shape[2] != oh or dy.shape[3] != ow or O < 1:
         raise ValueError(f"dy must have shape ({N}, O >= 1, {oh}, {ow}), got {tuple(dy.shape)[:4]}")
     dtype = np.float32 if floating is float else np.float64
     if T == 0 or C == 0:
         return np.zeros((a * a, O, C), dtype=dtype)
-    cdef Py_ssize_t nblocks = (T + tb - 1) // tb  # C division: no -(-T // tb)
-    cdef int nw = min(_threads(a * a * (C + O) * T, _kernels.get_grain_size()), nblocks)
     acc_arr = np.zeros((nw, a * a, O, C), dtype=dtype)
     cdef floating[:, :, :, ::1] acc = acc_arr
-    cdef floating[:, :, :, ::1] vb = np.empty((nw, a * a, C, tb), dtype=dtype)  # a block: (a*a, C, nt)
-    cdef floating[:, :, :, ::1] dmb = np.empty((nw, a * a, O, tb), dtype=dtype)
+    cdef floating[:, :, :, ::1] vb, dmb
+    vb, dmb = _block_buffers(nw, a, C, O, tb, dtype)
     cdef int kin = _kind(np.asarray(BT)), kdy = _kind(np.asarray(A))
     cdef int w, xi
     cdef Py_ssize_t blk, t0, nt

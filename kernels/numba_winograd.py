@@ -58,6 +58,13 @@ def _tile_row_segments(t0, nt, th, tw):
 
 
 @njit(**_SERIAL)
+def _worker_blocks(w, nw, tb, T):
+    """(t0, nt) of the blocks of worker w: blocks w, w + nw, ... of tb tiles (the last may be
+    shorter) out of T."""
+    return [(t0, min(tb, T - t0)) for t0 in range(w * tb, T, nw * tb)]
+
+
+@njit(**_SERIAL)
 def _tiles_in_block(x, L, m, ph, pw, th, tw, t0, nt, out):
     """out[u*a + v, c, t - t0] = V[u*a + v, c, t] of tiles_in(x, L, m, ph, pw, th, tw), for
     t0 <= t < t0 + nt; out (a*a, C, nt)."""
@@ -122,14 +129,10 @@ def _tiles_out_block(mb, R, th, tw, t0, nt, bias, has_bias, y):
 
 @njit(**_JIT)
 def _conv(x, U, bias, has_bias, BT, AT, ph, pw, th, tw, tb, nw, y):
-    T = x.shape[0] * th * tw
     m = AT.shape[0]
     aa, O, C = U.shape
-    nblocks = -(-T // tb)
     for w in prange(nw):
-        for blk in range(w, nblocks, nw):
-            t0 = blk * tb
-            nt = min(tb, T - t0)
+        for t0, nt in _worker_blocks(w, nw, tb, x.shape[0] * th * tw):
             vb = np.empty((aa, C, nt), dtype=x.dtype)
             mb = np.empty((aa, O, nt), dtype=x.dtype)
             _tiles_in_block(x, BT, m, ph, pw, th, tw, t0, nt, vb)
@@ -140,15 +143,11 @@ def _conv(x, U, bias, has_bias, BT, AT, ph, pw, th, tw, tb, nw, y):
 
 @njit(**_JIT)
 def _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc):
-    T = x.shape[0] * th * tw
     m = A.shape[1]
     nw, aa, O, C = acc.shape
-    nblocks = -(-T // tb)
     for w in prange(nw):
         part = np.empty((O, C), dtype=x.dtype)
-        for blk in range(w, nblocks, nw):
-            t0 = blk * tb
-            nt = min(tb, T - t0)
+        for t0, nt in _worker_blocks(w, nw, tb, x.shape[0] * th * tw):
             vb = np.empty((aa, C, nt), dtype=x.dtype)
             dmb = np.empty((aa, O, nt), dtype=x.dtype)
             _tiles_in_block(x, BT, m, ph, pw, th, tw, t0, nt, vb)
