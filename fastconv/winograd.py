@@ -18,9 +18,11 @@ which is what makes Winograd fast: a*a batched GEMMs. Gradients reuse the same p
 * weight gradient, F(3x3, m x m) by transposition of the identity above:
   dW = sum_tiles G^T [ (A dY A^T) (.) (B^T d B) ] G, so dU[xi] (O, C) = dM[xi] (O, T) @ V[xi]^T.
 
-The four transforms below are the kernel contract's Winograd functions (docs/KERNELS.md);
-``fastconv.kernels.cython_winograd`` and ``numba_winograd`` are their compiled twins. Matrices
-are exact in float64 (rationals with small denominators) and passed in the data's dtype.
+The four transforms below define the math; ``winograd_filter_in``, ``winograd_filter_out``,
+``winograd_conv`` and ``winograd_filter_grad`` are the kernel contract (docs/KERNELS.md), whose
+compiled twins (``fastconv.kernels.cython_winograd``, ``numba_winograd``) fuse the tile
+transforms and GEMMs block by block. Matrices are exact in float64 (rationals with small
+denominators) and passed in the data's dtype.
 """
 from fractions import Fraction
 
