@@ -342,6 +342,15 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating* A,
 
 
 # ----------------------------------------------------------------------------- one block of tiles
+cdef inline Py_ssize_t _run(Py_ssize_t t, Py_ssize_t end, Py_ssize_t th, Py_ssize_t tw,
+                            Py_ssize_t* n, Py_ssize_t* ti, Py_ssize_t* tj) noexcept nogil:
+    """Tile t -> (n, ti, tj); returns how many tiles from t on, before ``end``, share its row."""
+    n[0] = t // (th * tw)
+    ti[0] = (t - n[0] * th * tw) // tw
+    tj[0] = t - (n[0] * th + ti[0]) * tw
+    return tw - tj[0] if tw - tj[0] < end - t else end - t
+
+
 cdef inline void _tiles_in_block(const floating[:, :, :, ::1] x, const floating* L, int a, int r,
                                  int m, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw,
                                  Py_ssize_t t0, Py_ssize_t nt, floating* out, Py_ssize_t ld,
@@ -351,10 +360,7 @@ cdef inline void _tiles_in_block(const floating[:, :, :, ::1] x, const floating*
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t t = t0, n, ti, tj, seg, c
     while t < t0 + nt:
-        n = t // (th * tw)
-        ti = (t - n * th * tw) // tw
-        tj = t - (n * th + ti) * tw
-        seg = tw - tj if tw - tj < t0 + nt - t else t0 + nt - t
+        seg = _run(t, t0 + nt, th, tw, &n, &ti, &tj)
         for c in range(C):
             if floating is float:
                 fc_tiles_in_f(&x[n, c, 0, 0], H, W, L, a, r, m, ti * m - ph, tj * m - pw, seg,
@@ -374,10 +380,7 @@ cdef inline void _tiles_out_block(const floating* M, Py_ssize_t ld, const floati
     cdef Py_ssize_t t = t0, n, ti, tj, seg, o
     cdef floating b
     while t < t0 + nt:
-        n = t // (th * tw)
-        ti = (t - n * th * tw) // tw
-        tj = t - (n * th + ti) * tw
-        seg = tw - tj if tw - tj < t0 + nt - t else t0 + nt - t
+        seg = _run(t, t0 + nt, th, tw, &n, &ti, &tj)
         for o in range(O):
             b = bias[o] if has_bias else 0
             if floating is float:
@@ -387,6 +390,39 @@ cdef inline void _tiles_out_block(const floating* M, Py_ssize_t ld, const floati
                 fc_tiles_out_d(M + o * ld + (t - t0), O * ld, R, a, m, seg, &y[n, o, 0, tj * m], ow,
                                oh, ow - tj * m, ti * m, b, kind)
         t += seg
+
+
+# ----------------------------------------------------------------------------- the block loop
+cdef void _block_loop(int grad, const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
+                      const floating[:, :, ::1] U, const floating[::1] bias, int has_bias,
+                      const floating* BT, const floating* R, int a, int m, Py_ssize_t ph,
+                      Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw, Py_ssize_t T, Py_ssize_t tb,
+                      Py_ssize_t nblocks, int nw, floating[:, :, :, ::1] vb,
+                      floating[:, :, :, ::1] pb, floating[:, :, :, ::1] y,
+                      floating[:, :, :, ::1] acc, int kin, int kr) noexcept nogil:
+    """Worker w runs blocks w, w + nw, ... of tb tiles: Vb = tiles_in(x, BT) into vb[w], then
+    grad == 0 (winograd_conv): Mb[xi] = U[xi] @ Vb[xi] into pb[w], y (+ bias) = tiles_out(Mb, R);
+    grad == 1 (winograd_filter_grad): dMb = tiles_in(dy, R = A) into pb[w],
+    acc[w, xi] += dMb[xi] @ Vb[xi]^T. A block of nt tiles packs its buffers with stride nt."""
+    cdef Py_ssize_t C = x.shape[1], O = pb.shape[2], blk, t0, nt
+    cdef int w, xi
+    for w in prange(nw, schedule="static", chunksize=1, num_threads=nw):
+        blk = w
+        while blk < nblocks:
+            t0 = blk * tb
+            nt = tb if T - t0 > tb else T - t0
+            _tiles_in_block(x, BT, a, a, m, ph, pw, th, tw, t0, nt, &vb[w, 0, 0, 0], nt, kin)
+            if grad:
+                _tiles_in_block(dy, R, a, m, m, 0, 0, th, tw, t0, nt, &pb[w, 0, 0, 0], nt, kr)
+                for xi in range(a * a):  # dU[xi] (O, C) += dMb[xi] (O, nt) @ Vb[xi]^T (nt, C)
+                    _gemm(c'T', c'N', C, O, nt, &vb[w, 0, 0, 0] + xi * C * nt, nt,
+                          &pb[w, 0, 0, 0] + xi * O * nt, nt, <floating>1, &acc[w, xi, 0, 0], C)
+            else:
+                for xi in range(a * a):  # M[xi] (O, nt) = U[xi] (O, C) @ Vb[xi] (C, nt)
+                    _gemm(c'N', c'N', nt, O, C, &vb[w, 0, 0, 0] + xi * C * nt, nt, &U[xi, 0, 0], C,
+                          <floating>0, &pb[w, 0, 0, 0] + xi * O * nt, nt)
+                _tiles_out_block(&pb[w, 0, 0, 0], nt, R, a, m, th, tw, t0, nt, y, bias, has_bias, kr)
+            blk = blk + nw
 
 
 # ----------------------------------------------------------------------------- checks
@@ -479,23 +515,12 @@ def winograd_conv(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
     cdef floating[:, :, :, ::1] y = out
     cdef floating[:, :, :, ::1] vb, mb
     vb, mb = _block_buffers(nw, a, C, O, tb, dtype)
+    cdef floating[:, :, :, ::1] no_acc = None
     cdef int kin = _kind(np.asarray(BT)), kout = _kind(np.asarray(AT))
-    cdef int w, xi
-    cdef Py_ssize_t blk, t0, nt
     _load_blas()
-    with _blas.single_threaded():
-        for w in prange(nw, nogil=True, schedule="static", chunksize=1, num_threads=nw):
-            blk = w
-            while blk < nblocks:
-                t0 = blk * tb
-                nt = tb if T - t0 > tb else T - t0
-                _tiles_in_block(x, &BT[0, 0], a, a, m, ph, pw, th, tw, t0, nt, &vb[w, 0, 0, 0], nt, kin)
-                for xi in range(a * a):  # M[xi] (O, nt) = U[xi] (O, C) @ Vb[xi] (C, nt)
-                    _gemm(c'N', c'N', nt, O, C, &vb[w, 0, 0, 0] + xi * C * nt, nt, &U[xi, 0, 0], C,
-                          <floating>0, &mb[w, 0, 0, 0] + xi * O * nt, nt)
-                _tiles_out_block(&mb[w, 0, 0, 0], nt, &AT[0, 0], a, m, th, tw, t0, nt, y, bias,
-                                 has_bias, kout)
-                blk = blk + nw
+    with _blas.single_threaded(), nogil:  # x stands in for the unused dy
+        _block_loop(0, x, x, U, bias, has_bias, &BT[0, 0], &AT[0, 0], a, m, ph, pw, th, tw, T, tb,
+                    nblocks, nw, vb, mb, y, no_acc, kin, kout)
     return out
 
 
@@ -522,22 +547,14 @@ def winograd_filter_grad(const floating[:, :, :, ::1] x, const floating[:, :, :,
     cdef floating[:, :, :, ::1] acc = acc_arr
     cdef floating[:, :, :, ::1] vb, dmb
     vb, dmb = _block_buffers(nw, a, C, O, tb, dtype)
+    cdef floating[:, :, :, ::1] no_y = None
+    cdef const floating[:, :, ::1] no_u = None
+    cdef const floating[::1] no_bias = None
     cdef int kin = _kind(np.asarray(BT)), kdy = _kind(np.asarray(A))
-    cdef int w, xi
-    cdef Py_ssize_t blk, t0, nt
     _load_blas()
-    with _blas.single_threaded():
-        for w in prange(nw, nogil=True, schedule="static", chunksize=1, num_threads=nw):
-            blk = w
-            while blk < nblocks:
-                t0 = blk * tb
-                nt = tb if T - t0 > tb else T - t0
-                _tiles_in_block(x, &BT[0, 0], a, a, m, ph, pw, th, tw, t0, nt, &vb[w, 0, 0, 0], nt, kin)
-                _tiles_in_block(dy, &A[0, 0], a, m, m, 0, 0, th, tw, t0, nt, &dmb[w, 0, 0, 0], nt, kdy)
-                for xi in range(a * a):  # dU[xi] (O, C) += dMb[xi] (O, nt) @ Vb[xi]^T (nt, C)
-                    _gemm(c'T', c'N', C, O, nt, &vb[w, 0, 0, 0] + xi * C * nt, nt,
-                          &dmb[w, 0, 0, 0] + xi * O * nt, nt, <floating>1, &acc[w, xi, 0, 0], C)
-                blk = blk + nw
+    with _blas.single_threaded(), nogil:
+        _block_loop(1, x, dy, no_u, no_bias, 0, &BT[0, 0], &A[0, 0], a, m, ph, pw, th, tw, T, tb,
+                    nblocks, nw, vb, dmb, no_y, acc, kin, kdy)
     return acc_arr[0] if nw == 1 else acc_arr.sum(axis=0)
 
 
