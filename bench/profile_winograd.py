@@ -3,12 +3,14 @@
 ``python -m bench.profile_winograd [--m 4] [--threads 1] [--cin 64 --cout 64 --size 56]``.
 Each stage of ``fastconv.conv_winograd`` is re-run on its own with the backend's kernels
 (median of repeats): the filter transforms, the fused forward kernel (per block of tiles:
-input transform, a*a GEMMs, output transform + bias), the fused weight-gradient kernel (per
-block: transforms of x and dy, dU += dM V^T), the filter-gradient transform, db, and the input
+input transform written into the stored V, a*a GEMMs, output transform + bias), the fused weight-gradient kernel (per
+block: the transform of dy, V read from what the forward stored, dU += dM V^T; the layer
+runs these two in training mode), the filter-gradient transform, db, and the input
 gradient (the fused forward kernel on dy). ``GEMM floor`` times the same a*a GEMMs as one
 batched ``np.matmul`` over all tiles (operands prepared beforehand): what the multiplies alone
 cost. ``Python overhead`` is the whole ``fc.nn.Conv2d`` forward (resp. backward) minus the sum
-of its stages (argument checks, the weight-change check, calls).
+of its stages (argument checks, the weight-change check, calls). The eval-mode forward (no V
+stored) and the weight gradient recomputing V are timed beside them.
 The im2col layer and PyTorch are timed on the same data for comparison. With ``--threads 1``
 the clock is this process's CPU time (``time.process_time``), so other work on a shared
 machine does not inflate the stages; with more threads it is wall time.
@@ -68,18 +70,22 @@ def profile(backend, x, layer_w, m, repeats):
     bias = np.zeros(o, dtype=x.dtype)
     dy = np.random.default_rng(1).standard_normal((n, o, h, w)).astype(x.dtype)
     du = k.winograd_filter_grad(x, dy, bt, a_mat, 1, 1, tb_dw)
-    v = wino.winograd_tiles_in(x, bt, m, 1, 1, th, tw)  # only for the GEMM floor
+    v = wino.winograd_tiles_in(x, bt, m, 1, 1, th, tw)  # for the GEMM floor
+    v_blocks = wino.stored_v_blocks(v, tb)             # what a training forward stores
     st = {
         "fwd: filter transform (x2: forward and flipped)": _ms(lambda: (k.winograd_filter_in(layer_w, g),
                                                                        k.winograd_filter_in(layer_w, g)), repeats),
-        f"fwd: fused kernel (tb={tb})": _ms(lambda: k.winograd_conv(x, u, bias, bt, at, 1, 1, tb), repeats),
-        f"dW: fused kernel dU = Σ dM·Vᵀ (tb={tb_dw})": _ms(lambda: k.winograd_filter_grad(x, dy, bt, a_mat, 1, 1, tb_dw),
-                                                          repeats),
+        f"fwd: fused kernel storing V (tb={tb})": _ms(lambda: k.winograd_conv(
+            x, u, bias, bt, at, 1, 1, tb, np.empty(v.size, x.dtype)), repeats),
+        f"dW: fused kernel dU = Σ dM·Vᵀ, V stored (tb={tb})": _ms(
+            lambda: k.winograd_filter_grad(x, dy, bt, a_mat, 1, 1, tb, v_blocks), repeats),
         "dW: filter-gradient transform": _ms(lambda: k.winograd_filter_out(du, gT), repeats),
         "db = Σ dy": _ms(lambda: dy.sum(axis=(0, 2, 3)), repeats),
         f"dx: fused kernel on dy (tb={tb})": _ms(lambda: k.winograd_conv(dy, u_dx, None, bt, at, 1, 1, tb), repeats),
     }
     floor = _ms(lambda: np.matmul(u, v), repeats)
+    eval_fwd = _ms(lambda: k.winograd_conv(x, u, bias, bt, at, 1, 1, tb), repeats)
+    eval_dw = _ms(lambda: k.winograd_filter_grad(x, dy, bt, a_mat, 1, 1, tb_dw), repeats)
     with fc.use_backend(backend):
         layer = fc.nn.Conv2d(x.shape[1], layer_w.shape[0], 3, padding=1, bias=True, dtype=x.dtype,
                              algo=f"winograd_f{m}")
@@ -93,6 +99,8 @@ def profile(backend, x, layer_w, m, repeats):
     st["fwd: Python overhead"] = fwd - sum(v for s, v in st.items() if s.startswith("fwd") and "filter" not in s)
     st["bwd: Python overhead"] = bwd - sum(v for s, v in st.items() if s.startswith(("dW", "dx", "db")))
     st["GEMM floor: the fwd's a*a GEMMs as one np.matmul"] = floor
+    st[f"eval mode: fused forward kernel, no V stored (tb={tb})"] = eval_fwd
+    st[f"V not stored: fused weight-gradient kernel recomputing V (tb={tb_dw})"] = eval_dw
     st["layer forward (filter cache hit)"] = fwd
     st["layer backward"] = bwd
     st["im2col layer forward"] = i_fwd

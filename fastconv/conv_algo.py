@@ -108,7 +108,8 @@ def applicable(kernel_size, stride, dilation, groups=1):
 
 
 # ----------------------------------------------------------------------------- running
-def _run_forward(algo, x, w, b, stride, padding, dilation, filter_cache, backend, groups=1):
+def _run_forward(algo, x, w, b, stride, padding, dilation, filter_cache, backend, groups=1,
+                 keep_v=False):
     if algo == "im2col":
         y, cache = F.conv_forward(x, w, b, stride, padding, dilation, groups)
         return y, SimpleNamespace(algo=algo, inner=cache)
@@ -124,16 +125,17 @@ def _run_forward(algo, x, w, b, stride, padding, dilation, filter_cache, backend
     check_grid_side(wd + 2 * padding[1], "padded input width")
     check_size("Winograd input transform ((m+2)^2 * C * tiles)", (m + 2) ** 2, x.shape[1], x.shape[0], th, tw)
     check_size("Winograd product ((m+2)^2 * O * tiles)", (m + 2) ** 2, w.shape[0], x.shape[0], th, tw)
-    y, cache = conv_winograd.winograd_forward(x, w, b, padding, m, backend, filter_cache)
+    y, cache = conv_winograd.winograd_forward(x, w, b, padding, m, backend, filter_cache, keep_v)
     return y, SimpleNamespace(algo=algo, inner=cache)
 
 
 def conv2d_forward(x, weight, bias, stride=1, padding=0, dilation=1, algo=None, filter_cache=None,
-                   groups=1):
+                   groups=1, keep_v=False):
     """2-D convolution by ``algo`` (None: the process-wide setting): x (N, C, H, W),
     weight (O, C, kh, kw), bias (O,) or None -> (y (N, O, oh, ow), cache for
     :func:`conv2d_backward`). ``filter_cache``: a :class:`fastconv.conv_winograd.FilterCache`
-    kept by the layer (Winograd's transformed weights). ``oh = floor((H + 2p - d(k-1) - 1)/s) + 1``.
+    kept by the layer (Winograd's transformed weights). ``keep_v``: a backward will follow, so
+    Winograd stores its input transform for the weight gradient. ``oh = floor((H + 2p - d(k-1) - 1)/s) + 1``.
     """
     stride = int_tuple(stride, 2, "stride", 1)
     padding = int_tuple(padding, 2, "padding", 0)
@@ -149,7 +151,8 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, dilation=1, algo=None, 
     backend = _backend.get_backend()
     if algo == "auto":
         algo = _choose(x, weight, bias, stride, padding, dilation, backend, groups)
-    return _run_forward(algo, x, weight, bias, stride, padding, dilation, filter_cache, backend, groups)
+    return _run_forward(algo, x, weight, bias, stride, padding, dilation, filter_cache, backend, groups,
+                        keep_v)
 
 
 def conv2d_backward(dy, cache):
@@ -189,7 +192,8 @@ def _time_algo(algo, x, w, b, stride, padding, dilation, backend, dy, groups, re
     best = math.inf
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        y, c = _run_forward(algo, x, w, b, stride, padding, dilation, cache, backend, groups)
+        y, c = _run_forward(algo, x, w, b, stride, padding, dilation, cache, backend, groups,
+                            keep_v=True)  # as a training layer runs it
         conv2d_backward(dy if dy is not None else np.ones_like(y), c)
         if i:
             best = min(best, time.perf_counter() - t0)

@@ -5,9 +5,11 @@ the math is :mod:`fastconv.winograd`. Per call, with ``a = m + 2``, U = filter_i
 per layer (:class:`FilterCache`), and the tiles taken in blocks of ``tb`` (:func:`block_tiles`):
 
     forward   y = winograd_conv(x, U, b)          per block: V_b = B^T d B, M_b = U V_b
-                                                  (a*a GEMMs), y_b = A^T M_b A + b
-    dW        dU = winograd_filter_grad(x, dy)    per block: dM_b = A dy A^T, V_b recomputed
-                                                  from x, dU += dM_b V_b^T (a*a GEMMs)
+                                                  (a*a GEMMs), y_b = A^T M_b A + b; with
+                                                  keep_v, V_b is written into the stored V
+    dW        dU = winograd_filter_grad(x, dy)    per block: dM_b = A dy A^T, V_b read from
+                                                  the stored V (or recomputed from x),
+                                                  dU += dM_b V_b^T (a*a GEMMs)
               dW = filter_out(dU, G^T)            (O, C, 3, 3)
     dx        winograd_conv of dy padded by 2 - p with the flipped, channel-transposed w
 
@@ -78,30 +80,37 @@ class FilterCache:
         return u, u_dx
 
 
-def _correlate(kernels, x, u, bias, m, ph, pw, mats):
+def _correlate(kernels, x, u, bias, m, ph, pw, mats, keep_v=False):
     """Stride-1 3x3 correlation of x (N, C, H, W) with pre-transformed filters u (a*a, O, C)
-    (+ bias) -> y (N, O, H + 2ph - 2, W + 2pw - 2). A negative padding crops x."""
+    (+ bias) -> (y (N, O, H + 2ph - 2, W + 2pw - 2), tb, V): V (a*a*C*T,) the input transform
+    in block layout when ``keep_v`` (ph, pw >= 0), else None. A negative padding crops x."""
     at, _, bt = mats
     if ph < 0 or pw < 0:  # the input gradient of a layer with padding > 2
         x = np.ascontiguousarray(x[:, :, max(0, -ph):x.shape[2] - max(0, -ph),
                                    max(0, -pw):x.shape[3] - max(0, -pw)])
         ph, pw = max(ph, 0), max(pw, 0)
     tb = block_tiles(x.shape[1], u.shape[1], m, x.dtype.itemsize)
-    return kernels.winograd_conv(x, u, bias, bt, at, ph, pw, tb)
+    v = None
+    if keep_v:
+        th, tw = wino.tile_grid(x.shape[2] + 2 * ph - 2, x.shape[3] + 2 * pw - 2, m)
+        v = np.empty((m + 2) ** 2 * x.shape[1] * x.shape[0] * th * tw, dtype=x.dtype)
+    return kernels.winograd_conv(x, u, bias, bt, at, ph, pw, tb, v), tb, v
 
 
-def winograd_forward(x, w, bias, padding, m, backend, filter_cache=None):
+def winograd_forward(x, w, bias, padding, m, backend, filter_cache=None, keep_v=False):
     """x (N, C, H, W), w (O, C, 3, 3), bias (O,) or None, padding (ph, pw) -> (y, cache).
 
     Operands are validated by the caller (C-contiguous, one float dtype, 3x3 kernel). The
-    cache keeps a reference to x (the weight gradient recomputes its transform)."""
+    cache keeps a reference to x, and with ``keep_v`` (a backward will follow) the input
+    transform V (a*a*C*T values), which the weight gradient then reads instead of
+    recomputing it from x."""
     kernels = winograd_module(backend)
     cache_obj = filter_cache if filter_cache is not None else FilterCache()
     u, u_dx = cache_obj.get(kernels, w, m)
     mats = wino.matrices(m, x.dtype)
     ph, pw = padding
-    y = _correlate(kernels, x, u, bias, m, ph, pw, mats)
-    cache = SimpleNamespace(kernels=kernels, m=m, mats=mats, x=x, u_dx=u_dx, padding=(ph, pw),
+    y, tb, v = _correlate(kernels, x, u, bias, m, ph, pw, mats, keep_v)
+    cache = SimpleNamespace(kernels=kernels, m=m, mats=mats, x=x, u_dx=u_dx, padding=(ph, pw), v=v, tb=tb,
                             x_shape=x.shape, w_shape=w.shape, has_bias=bias is not None,
                             out_shape=y.shape, dtype=x.dtype)
     return y, cache
@@ -112,9 +121,11 @@ def winograd_backward(dy, cache):
     kernels, m, (at, g, bt) = cache.kernels, cache.m, cache.mats
     ph, pw = cache.padding
     x = cache.x
-    tb = GRAD_BLOCK_FACTOR * block_tiles(x.shape[1], dy.shape[1], m, x.dtype.itemsize)
-    du = kernels.winograd_filter_grad(x, dy, bt, np.ascontiguousarray(at.T), ph, pw, tb)  # (a*a, O, C)
+    # the stored V is in the forward's blocks; recomputing it, larger blocks measured faster
+    tb = cache.tb if cache.v is not None else GRAD_BLOCK_FACTOR * block_tiles(
+        x.shape[1], dy.shape[1], m, x.dtype.itemsize)
+    du = kernels.winograd_filter_grad(x, dy, bt, np.ascontiguousarray(at.T), ph, pw, tb, cache.v)  # (a*a, O, C)
     dw = kernels.winograd_filter_out(du, np.ascontiguousarray(g.T))
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
-    dx = _correlate(kernels, dy, cache.u_dx, None, m, 2 - ph, 2 - pw, cache.mats)
+    dx = _correlate(kernels, dy, cache.u_dx, None, m, 2 - ph, 2 - pw, cache.mats)[0]
     return dx, dw, db

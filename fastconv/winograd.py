@@ -132,37 +132,62 @@ def winograd_filter_out(dU, GT):
     return np.ascontiguousarray(np.einsum("iu,jv,uvoc->ocij", GT, GT, du, optimize=True))
 
 
-def winograd_conv(x, U, bias, BT, AT, ph, pw, tb):
+def stored_v_blocks(V, tb):
+    """V (a*a, C, T) -> the stored-V layout (a*a*C*T,): tiles cut into blocks
+    ``[k*tb, (k+1)*tb)`` (the last may be shorter), block k = V[:, :, k*tb:k*tb + nt]
+    C-contiguous at offset ``a*a*C*k*tb``: the block buffer the fused kernels work in."""
+    T = V.shape[2]
+    tb = max(1, min(tb, T))
+    return np.concatenate([V[:, :, t0:t0 + tb].ravel() for t0 in range(0, T, tb)] or [V.ravel()])
+
+
+def stored_v_unblocked(flat, aa, c, tb):
+    """Inverse of :func:`stored_v_blocks`: (a*a*C*T,) -> V (a*a, C, T)."""
+    T = flat.shape[0] // (aa * c) if aa * c else 0
+    tb = max(1, min(tb, T))
+    return np.concatenate([flat[aa * c * t0:aa * c * min(T, t0 + tb)].reshape(aa, c, -1)
+                           for t0 in range(0, T, tb)] or [flat.reshape(aa, c, T)], axis=2)
+
+
+def winograd_conv(x, U, bias, BT, AT, ph, pw, tb, V=None):
     """The whole correlation: x (N, C, H, W), U (a*a, O, C), bias (O,) or None ->
     y (N, O, oh, ow), ``oh = H + 2 ph - 2``, ``ow = W + 2 pw - 2``:
 
         y = tiles_out(U @ tiles_in(x, B^T, ph, pw), A^T) + bias      (a*a GEMMs in the middle)
 
     BT (a, a), AT (m, a). ``tb`` (tiles per block) only matters to the compiled twins, which
-    run this tile block by tile block; the reference does every tile at once."""
+    run this tile block by tile block; the reference does every tile at once. ``V`` (a*a*C*T,)
+    or None: receives tiles_in(x, B^T) in block layout (:func:`stored_v_blocks`) for
+    :func:`winograd_filter_grad`."""
     m = AT.shape[0]
     n, _, h, w = x.shape
     oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
     th, tw = tile_grid(oh, ow, m)
-    V = winograd_tiles_in(x, BT, m, ph, pw, th, tw)    # (a*a, C, T)
-    y = winograd_tiles_out(np.matmul(U, V), AT, n, oh, ow, th, tw)
+    tiles = winograd_tiles_in(x, BT, m, ph, pw, th, tw)    # (a*a, C, T)
+    if V is not None:
+        V[...] = stored_v_blocks(tiles, tb)
+    y = winograd_tiles_out(np.matmul(U, tiles), AT, n, oh, ow, th, tw)
     if bias is not None:
         y += bias[:, None, None]
     return y
 
 
-def winograd_filter_grad(x, dy, BT, A, ph, pw, tb):
+def winograd_filter_grad(x, dy, BT, A, ph, pw, tb, V=None):
     """Gradient of the loss with respect to U: x (N, C, H, W), dy (N, O, oh, ow) ->
     dU (a*a, O, C),
 
         dU[xi] = dM[xi] @ V[xi]^T,  dM = tiles_in(dy, A, 0, 0),  V = tiles_in(x, B^T, ph, pw)
 
-    on the tile grid of dy; BT (a, a), A (a, m). ``tb``: as in :func:`winograd_conv`."""
+    on the tile grid of dy; BT (a, a), A (a, m). ``tb``: as in :func:`winograd_conv`. ``V``:
+    the forward's stored V (same tb), used instead of transforming x; None: recomputed."""
     m = A.shape[1]
     th, tw = tile_grid(dy.shape[2], dy.shape[3], m)
     dM = winograd_tiles_in(dy, A, m, 0, 0, th, tw)     # (a*a, O, T)
-    V = winograd_tiles_in(x, BT, m, ph, pw, th, tw)    # (a*a, C, T)
-    return np.matmul(dM, V.transpose(0, 2, 1))
+    if V is None:
+        tiles = winograd_tiles_in(x, BT, m, ph, pw, th, tw)    # (a*a, C, T)
+    else:
+        tiles = stored_v_unblocked(V, BT.shape[0] ** 2, x.shape[1], tb)
+    return np.matmul(dM, tiles.transpose(0, 2, 1))
 
 
 # ----------------------------------------------------------------------------- whole convolution

@@ -399,27 +399,32 @@ cdef void _block_loop(int grad, const floating[:, :, :, ::1] x, const floating[:
                       Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw, Py_ssize_t T, Py_ssize_t tb,
                       Py_ssize_t nblocks, int nw, floating[:, :, :, ::1] vb,
                       floating[:, :, :, ::1] pb, floating[:, :, :, ::1] y,
-                      floating[:, :, :, ::1] acc, int kin, int kr) noexcept nogil:
+                      floating[:, :, :, ::1] acc, int kin, int kr, floating* vfull) noexcept nogil:
     """Worker w runs blocks w, w + nw, ... of tb tiles: Vb = tiles_in(x, BT) into vb[w], then
     grad == 0 (winograd_conv): Mb[xi] = U[xi] @ Vb[xi] into pb[w], y (+ bias) = tiles_out(Mb, R);
     grad == 1 (winograd_filter_grad): dMb = tiles_in(dy, R = A) into pb[w],
-    acc[w, xi] += dMb[xi] @ Vb[xi]^T. A block of nt tiles packs its buffers with stride nt."""
+    acc[w, xi] += dMb[xi] @ Vb[xi]^T. A block of nt tiles packs its buffers with stride nt.
+    vfull (NULL: none): the stored V, block t0 at vfull + a*a*C*t0; the forward writes Vb there
+    instead of vb[w], the weight gradient reads Vb from there instead of transforming x."""
     cdef Py_ssize_t C = x.shape[1], O = pb.shape[2], blk, t0, nt
     cdef int w, xi
+    cdef floating* vp
     for w in prange(nw, schedule="static", chunksize=1, num_threads=nw):
         blk = w
         while blk < nblocks:
             t0 = blk * tb
             nt = tb if T - t0 > tb else T - t0
-            _tiles_in_block(x, BT, a, a, m, ph, pw, th, tw, t0, nt, &vb[w, 0, 0, 0], nt, kin)
+            vp = &vb[w, 0, 0, 0] if vfull == NULL else vfull + a * a * C * t0
+            if not grad or vfull == NULL:
+                _tiles_in_block(x, BT, a, a, m, ph, pw, th, tw, t0, nt, vp, nt, kin)
             if grad:
                 _tiles_in_block(dy, R, a, m, m, 0, 0, th, tw, t0, nt, &pb[w, 0, 0, 0], nt, kr)
                 for xi in range(a * a):  # dU[xi] (O, C) += dMb[xi] (O, nt) @ Vb[xi]^T (nt, C)
-                    _gemm(c'T', c'N', C, O, nt, &vb[w, 0, 0, 0] + xi * C * nt, nt,
+                    _gemm(c'T', c'N', C, O, nt, vp + xi * C * nt, nt,
                           &pb[w, 0, 0, 0] + xi * O * nt, nt, <floating>1, &acc[w, xi, 0, 0], C)
             else:
                 for xi in range(a * a):  # M[xi] (O, nt) = U[xi] (O, C) @ Vb[xi] (C, nt)
-                    _gemm(c'N', c'N', nt, O, C, &vb[w, 0, 0, 0] + xi * C * nt, nt, &U[xi, 0, 0], C,
+                    _gemm(c'N', c'N', nt, O, C, vp + xi * C * nt, nt, &U[xi, 0, 0], C,
                           <floating>0, &pb[w, 0, 0, 0] + xi * O * nt, nt)
                 _tiles_out_block(&pb[w, 0, 0, 0], nt, R, a, m, th, tw, t0, nt, y, bias, has_bias, kr)
             blk = blk + nw
@@ -492,12 +497,22 @@ def _block_buffers(nw, a, rows_in, rows_out, tb, dtype):
     return np.empty((nw, a * a, rows_in, tb), dtype=dtype), np.empty((nw, a * a, rows_out, tb), dtype=dtype)
 
 
+cdef floating* _stored_v(floating[::1] V, Py_ssize_t size) except? NULL:
+    """Pointer to the stored V (NULL for None) after checking it holds a*a*C*T values."""
+    if V is None:
+        return NULL
+    if V.shape[0] != size:
+        raise ValueError(f"V must have a*a*C*T = {size} entries, got {V.shape[0]}")
+    return &V[0] if size > 0 else NULL
+
+
 # ----------------------------------------------------------------------------- the contract
 def winograd_conv(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
                   const floating[::1] bias, const floating[:, ::1] BT, const floating[:, ::1] AT,
-                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t tb):
+                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t tb, floating[::1] V=None):
     """x (N, C, H, W), U (a*a, O, C), bias (O,) or None -> y (N, O, H+2ph-2, W+2pw-2);
-    see fastconv.winograd.winograd_conv. tb: tiles per block."""
+    see fastconv.winograd.winograd_conv. tb: tiles per block. V (a*a*C*T,) or None: receives
+    the input transform in block layout (fastconv.winograd.stored_v_blocks)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], O = U.shape[1]
     cdef Py_ssize_t a, m, oh, ow, th, tw, T, nblocks
     cdef int nw
@@ -508,6 +523,7 @@ def winograd_conv(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
     if has_bias and bias.shape[0] != O:
         raise ValueError(f"bias must have {O} entries, got {bias.shape[0]}")
     dtype = np.float32 if floating is float else np.float64
+    cdef floating* vfull = _stored_v(V, a * a * C * T)
     out = np.empty((N, O, oh, ow), dtype=dtype)
     if T == 0 or C == 0:
         out[...] = np.asarray(bias)[:, None, None] if has_bias else 0
@@ -520,17 +536,18 @@ def winograd_conv(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
     _load_blas()
     with _blas.single_threaded(), nogil:  # x stands in for the unused dy
         _block_loop(0, x, x, U, bias, has_bias, &BT[0, 0], &AT[0, 0], a, m, ph, pw, th, tw, T, tb,
-                    nblocks, nw, vb, mb, y, no_acc, kin, kout)
+                    nblocks, nw, vb, mb, y, no_acc, kin, kout, vfull)
     return out
 
 
 def winograd_filter_grad(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                          const floating[:, ::1] BT, const floating[:, ::1] A, Py_ssize_t ph,
-                         Py_ssize_t pw, Py_ssize_t tb):
+                         Py_ssize_t pw, Py_ssize_t tb, floating[::1] V=None):
     """x (N, C, H, W), dy (N, O, oh, ow) -> dU (a*a, O, C); see
     fastconv.winograd.winograd_filter_grad. Each worker sums its blocks into its own dU; the
     workers' sums are added at the end (so the result depends on tb and the thread count only
-    through rounding)."""
+    through rounding). V: the forward's stored input transform (same tb), read instead of
+    transforming x again; None: recomputed."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], O = dy.shape[1]
     cdef Py_ssize_t a, m, oh, ow, th, tw, T, nblocks
     cdef int nw
@@ -541,6 +558,7 @@ def winograd_filter_grad(const floating[:, :, :, ::1] x, const floating[:, :, :,
     if dy.shape[0] != N or dy.shape[2] != oh or dy.shape[3] != ow or O < 1:
         raise ValueError(f"dy must have shape ({N}, O >= 1, {oh}, {ow}), got {tuple(dy.shape)[:4]}")
     dtype = np.float32 if floating is float else np.float64
+    cdef floating* vfull = _stored_v(V, a * a * C * T)
     if T == 0 or C == 0:
         return np.zeros((a * a, O, C), dtype=dtype)
     acc_arr = np.zeros((nw, a * a, O, C), dtype=dtype)
@@ -554,7 +572,7 @@ def winograd_filter_grad(const floating[:, :, :, ::1] x, const floating[:, :, :,
     _load_blas()
     with _blas.single_threaded(), nogil:
         _block_loop(1, x, dy, no_u, no_bias, 0, &BT[0, 0], &A[0, 0], a, m, ph, pw, th, tw, T, tb,
-                    nblocks, nw, vb, dmb, no_y, acc, kin, kdy)
+                    nblocks, nw, vb, dmb, no_y, acc, kin, kdy, vfull)
     return acc_arr[0] if nw == 1 else acc_arr.sum(axis=0)
 
 

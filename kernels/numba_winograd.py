@@ -127,13 +127,19 @@ def _tiles_out_block(mb, R, th, tw, t0, nt, bias, has_bias, y):
         off += seg
 
 
+@njit(**_SERIAL)
+def _v_block(vfull, aa, C, t0, nt):
+    """The block of tiles [t0, t0 + nt) of the stored V: a view (a*a, C, nt) at a*a*C*t0."""
+    return vfull[aa * C * t0:aa * C * (t0 + nt)].reshape((aa, C, nt))
+
+
 @njit(**_JIT)
-def _conv(x, U, bias, has_bias, BT, AT, ph, pw, th, tw, tb, nw, y):
+def _conv(x, U, bias, has_bias, BT, AT, ph, pw, th, tw, tb, nw, y, vfull, keep):
     m = AT.shape[0]
     aa, O, C = U.shape
     for w in prange(nw):
         for t0, nt in _worker_blocks(w, nw, tb, x.shape[0] * th * tw):
-            vb = np.empty((aa, C, nt), dtype=x.dtype)
+            vb = _v_block(vfull, aa, C, t0, nt) if keep else np.empty((aa, C, nt), dtype=x.dtype)
             mb = np.empty((aa, O, nt), dtype=x.dtype)
             _tiles_in_block(x, BT, m, ph, pw, th, tw, t0, nt, vb)
             for xi in range(aa):  # M[xi] (O, nt) = U[xi] (O, C) @ Vb[xi] (C, nt)
@@ -142,15 +148,18 @@ def _conv(x, U, bias, has_bias, BT, AT, ph, pw, th, tw, tb, nw, y):
 
 
 @njit(**_JIT)
-def _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc):
+def _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc, vfull, stored):
     m = A.shape[1]
     nw, aa, O, C = acc.shape
     for w in prange(nw):
         part = np.empty((O, C), dtype=x.dtype)
         for t0, nt in _worker_blocks(w, nw, tb, x.shape[0] * th * tw):
-            vb = np.empty((aa, C, nt), dtype=x.dtype)
             dmb = np.empty((aa, O, nt), dtype=x.dtype)
-            _tiles_in_block(x, BT, m, ph, pw, th, tw, t0, nt, vb)
+            if stored:
+                vb = _v_block(vfull, aa, C, t0, nt)
+            else:
+                vb = np.empty((aa, C, nt), dtype=x.dtype)
+                _tiles_in_block(x, BT, m, ph, pw, th, tw, t0, nt, vb)
             _tiles_in_block(dy, A, m, 0, 0, th, tw, t0, nt, dmb)
             for xi in range(aa):  # dU[xi] (O, C) += dMb[xi] (O, nt) @ Vb[xi]^T (nt, C)
                 np.dot(dmb[xi], vb[xi].T, part)
@@ -195,6 +204,17 @@ def _matrix(mat, name, dtype):
     return mat
 
 
+def _stored_v(V, dtype, size):
+    """The stored V checked to be a 1-D C-contiguous ``dtype`` array of a*a*C*T values; None:
+    an empty placeholder (the kernels then use their own block buffers)."""
+    if V is None:
+        return np.empty(0, dtype=dtype)
+    V = _array(V, "V", 1)
+    if V.dtype != dtype or V.shape[0] != size:
+        raise ValueError(f"V must be {dtype} with a*a*C*T = {size} entries, got {V.dtype} {V.shape}")
+    return V
+
+
 def _grid(x, BT, AT, ph, pw, tb):
     """Checks shared by both kernels; returns ``(oh, ow, th, tw, T, tb, nw)``, tb <= T, nw the
     number of workers. Ints lie in [0 or 1, INDEX_MAX] (fastconv._validate), so no index
@@ -217,9 +237,10 @@ def _grid(x, BT, AT, ph, pw, tb):
     return ph, pw, oh, ow, th, tw, T, tb, max(1, min(threads, -(-T // tb)))
 
 
-def winograd_conv(x, U, bias, BT, AT, ph, pw, tb):
+def winograd_conv(x, U, bias, BT, AT, ph, pw, tb, V=None):
     """x (N, C, H, W), U (a*a, O, C), bias (O,) or None -> y (N, O, H+2ph-2, W+2pw-2);
-    see fastconv.winograd.winograd_conv. tb: tiles per block."""
+    see fastconv.winograd.winograd_conv. tb: tiles per block. V (a*a*C*T,) or None: receives
+    the input transform in block layout (fastconv.winograd.stored_v_blocks)."""
     x = _array(x, "x", 4)
     U = _array(U, "U", 3)
     BT, AT = _matrix(BT, "BT", x.dtype), _matrix(AT, "AT", x.dtype)
@@ -231,20 +252,22 @@ def winograd_conv(x, U, bias, BT, AT, ph, pw, tb):
     has_bias = bias is not None
     if has_bias and (_array(bias, "bias", 1).dtype != x.dtype or bias.shape[0] != o):
         raise ValueError(f"bias must be {x.dtype} with {o} entries")
+    vfull = _stored_v(V, x.dtype, a * a * c * T)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
     if T == 0 or c == 0:
         y[...] = bias[:, None, None] if has_bias else 0
         return y
     with _blas.single_threaded():
         _conv(x, U, bias if has_bias else np.zeros(o, x.dtype), has_bias, BT, AT, ph, pw, th, tw,
-              tb, nw, y)
+              tb, nw, y, vfull, V is not None)
     return y
 
 
-def winograd_filter_grad(x, dy, BT, A, ph, pw, tb):
+def winograd_filter_grad(x, dy, BT, A, ph, pw, tb, V=None):
     """x (N, C, H, W), dy (N, O, oh, ow) -> dU (a*a, O, C); see
     fastconv.winograd.winograd_filter_grad. Each worker sums its blocks into its own dU; the
-    workers' sums are added at the end."""
+    workers' sums are added at the end. V: the forward's stored input transform (same tb),
+    read instead of transforming x again; None: recomputed."""
     x, dy = _array(x, "x", 4), _array(dy, "dy", 4)
     BT, A = _matrix(BT, "BT", x.dtype), _matrix(A, "A", x.dtype)
     if dy.dtype != x.dtype:
@@ -253,11 +276,12 @@ def winograd_filter_grad(x, dy, BT, A, ph, pw, tb):
     a, (n, c), o = BT.shape[0], x.shape[:2], dy.shape[1]
     if dy.shape != (n, o, oh, ow) or o < 1:
         raise ValueError(f"dy must have shape ({n}, O >= 1, {oh}, {ow}), got {dy.shape}")
+    vfull = _stored_v(V, x.dtype, a * a * c * T)
     if T == 0 or c == 0:
         return np.zeros((a * a, o, c), dtype=x.dtype)
     acc = np.zeros((nw, a * a, o, c), dtype=x.dtype)
     with _blas.single_threaded():
-        _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc)
+        _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc, vfull, V is not None)
     return acc[0] if nw == 1 else acc.sum(axis=0)
 
 

@@ -107,7 +107,8 @@ class Conv2d(_ConvNd):
     def forward(self, x):
         b = None if self.bias is None else self.bias.data
         y, cache = conv_algo.conv2d_forward(x, self.weight.data, b, self.stride, self.padding,
-                                            self.dilation, self.algo, self._filter_cache, self.groups)
+                                            self.dilation, self.algo, self._filter_cache, self.groups,
+                                            keep_v=self.training)
         self._remember(cache)
         return y
 

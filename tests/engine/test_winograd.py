@@ -91,7 +91,8 @@ KERNEL_TOL = {np.dtype(np.float64): 1e-13, np.dtype(np.float32): 2e-6}
 
 def _kernel_case(k, dtype, n, c, o, h, w, ph, pw, m, tb, seed=0):
     """The fused kernels of module ``k`` with ``tb`` tiles per block against fastconv.winograd
-    (which does all tiles at once); returns the worst error."""
+    (which does all tiles at once), with V recomputed and with V stored by the forward (the
+    stored V itself against the reference's tiles_in in block layout); returns the worst error."""
     rng = np.random.default_rng(seed)
     at, g, bt = wino.matrices(m, dtype)
     a_mat = np.ascontiguousarray(at.T)
@@ -100,9 +101,17 @@ def _kernel_case(k, dtype, n, c, o, h, w, ph, pw, m, tb, seed=0):
     bias = rng.standard_normal(o).astype(dtype)
     oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
     dy = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    th, tw = wino.tile_grid(oh, ow, m)
+    tiles = wino.winograd_tiles_in(x, bt, m, ph, pw, th, tw)
+    v = np.full(tiles.size, np.nan, dtype=dtype)  # every entry must be written
+    y_keep = k.winograd_conv(x, u, bias, bt, at, ph, pw, tb, v)
     worst = 0.0
     for got, ref in ((k.winograd_conv(x, u, bias, bt, at, ph, pw, tb),
                       wino.winograd_conv(x, u, bias, bt, at, ph, pw, tb)),
+                     (y_keep, wino.winograd_conv(x, u, bias, bt, at, ph, pw, tb)),
+                     (v, wino.stored_v_blocks(tiles, tb)),
+                     (k.winograd_filter_grad(x, dy, bt, a_mat, ph, pw, tb, v),
+                      wino.winograd_filter_grad(x, dy, bt, a_mat, ph, pw, tb)),
                      (k.winograd_conv(x, u, None, bt, at, ph, pw, tb),
                       wino.winograd_conv(x, u, None, bt, at, ph, pw, tb)),
                      (k.winograd_filter_grad(x, dy, bt, a_mat, ph, pw, tb),
@@ -269,6 +278,47 @@ def test_l2_cache_size_is_read_or_falls_back(monkeypatch, tmp_path):
         assert cpu_cache.l2_cache_bytes() == cpu_cache.FALLBACK_L2_BYTES
     finally:
         cpu_cache.l2_cache_bytes.cache_clear()
+
+
+def test_stored_v_layout_round_trips():
+    """stored_v_blocks / stored_v_unblocked: blocks of tb tiles, the last one shorter."""
+    V = np.arange(4 * 3 * 10, dtype=np.float64).reshape(4, 3, 10)
+    flat = wino.stored_v_blocks(V, 4)
+    np.testing.assert_array_equal(flat[:4 * 3 * 4], V[:, :, :4].ravel())
+    np.testing.assert_array_equal(flat[4 * 3 * 8:], V[:, :, 8:].ravel())
+    for tb in (1, 3, 4, 10, 99):
+        np.testing.assert_array_equal(wino.stored_v_unblocked(wino.stored_v_blocks(V, tb), 4, 3, tb), V)
+
+
+def test_stored_v_is_rejected_at_the_wrong_size():
+    at, _, bt = wino.matrices(4, np.float32)
+    x = np.ones((1, 2, 6, 6), np.float32)
+    u = np.ones((36, 3, 2), np.float32)
+    for name in COMPILED:
+        k = conv_winograd.winograd_module(name)
+        with pytest.raises(ValueError, match="V must"):
+            k.winograd_conv(x, u, None, bt, at, 1, 1, 8, np.empty(5, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_training_layer_stores_v_and_eval_layer_does_not(backend, dtype):
+    """In training mode the forward stores V and the weight gradient reads it; in eval mode
+    nothing is stored and dW is recomputed from x. Both give the same gradients (same blocks:
+    within the kernels' tolerance)."""
+    rng = np.random.default_rng(3)
+    layer = fc.nn.Conv2d(5, 6, 3, padding=1, dtype=dtype, algo="winograd_f4")
+    x = rng.standard_normal((2, 5, 13, 10)).astype(dtype)
+    dy = rng.standard_normal((2, 6, 13, 10)).astype(dtype)
+    grads = {}
+    for training in (True, False):
+        layer.train(training)
+        layer.weight.grad[...] = 0
+        y = layer(x)
+        assert (layer._recall().inner.v is None) != training
+        dx = layer.backward(dy)
+        grads[training] = (y, dx, layer.weight.grad.copy())
+    for got, ref in zip(grads[True], grads[False]):
+        assert error(got, ref, dtype) <= KERNEL_TOL[np.dtype(dtype)]
 
 
 # ----------------------------------------------------------------------------- parity vs torch
