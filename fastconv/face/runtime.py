@@ -3,7 +3,8 @@
 >>> from fastconv.face.runtime import load_model
 >>> m = load_model("model.npz")                      # float32; dtype=np.float64 for the exact path
 >>> e = m.embed_files(["a.jpg", "b.jpg"])[0]         # (2, D) L2-normalised, flip TTA
->>> score = float(e[0] @ e[1]); same = score >= m.threshold
+>>> score = float(e[0] @ e[1]); same = score >= m.threshold   # cosine
+>>> llr = m.scorer.score(e[:1], e[1:])[0]            # the stored PLDA back-end (m.scorer None: none stored)
 
 Images are decoded and preprocessed by ``fastconv.face.preprocess`` (Pillow), the code training
 and the torch evaluation use, then normalised as ``x/127.5 - 1``. Importing this module imports
@@ -13,7 +14,7 @@ import numpy as np
 
 from .. import use_backend
 from .engine_models import UnsupportedModel, build_engine_model
-from .model_file import ModelFileError, load_model_file
+from .model_file import ModelFileError, read_model_file
 from .preprocess import Preprocess, decode_images, load_image, normalize_images
 
 __all__ = ["FaceModel", "load_model", "embed_images", "ModelFileError"]
@@ -41,9 +42,13 @@ def embed_images(forward, images_uint8, dtype=np.float32, batch_size=64, flip=Tr
 
 
 class FaceModel:
-    """A fastconv backbone in eval mode plus the preprocessing and threshold it was trained with."""
+    """A fastconv backbone in eval mode plus the preprocessing and threshold it was trained with.
 
-    def __init__(self, net, meta, dtype=np.float32, backend=None):
+    ``threshold``: the calibrated cosine threshold (or None); ``scorer``: the stored PLDA back-end
+    (``fastconv.face.scoring.PLDAScorer``, scores and ``scorer.threshold`` in log-likelihood ratios) or None.
+    """
+
+    def __init__(self, net, meta, dtype=np.float32, backend=None, scorer=None):
         self.net = net.eval()
         self.meta = meta
         self.dtype = np.dtype(dtype)
@@ -51,6 +56,7 @@ class FaceModel:
         self.preprocess = Preprocess.from_dict(dict(meta["preprocess"]))
         self.threshold = None if meta.get("threshold") is None else float(meta["threshold"])
         self.embedding_size = int(meta["embedding_size"])
+        self.scorer = scorer
 
     def _forward(self, x):
         if self.backend is None:
@@ -82,7 +88,7 @@ def load_model(path, dtype=np.float32, backend=None):
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    state, meta = load_model_file(path)
+    state, meta, scorer = read_model_file(path)
     try:
         net = build_engine_model(meta["model_name"], int(meta["embedding_size"]), dtype=dtype,
                                  **dict(meta["model_kwargs"]))
@@ -91,4 +97,4 @@ def load_model(path, dtype=np.float32, backend=None):
         raise ModelFileError(f"{path}: {exc}") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: the weights do not fit model {meta['model_name']!r}: {exc}") from None
-    return FaceModel(net, meta, dtype, backend)
+    return FaceModel(net, meta, dtype, backend, scorer)

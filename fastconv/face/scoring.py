@@ -176,18 +176,20 @@ def fit_plda(embeddings, labels, dim=0, reg=1e-4):
     return plda_from_covariances(mean, between, within, dim=dim or min(d, c - 1))
 
 
-def choose_scorer(name, stored):
+def choose_scorer(name, stored, what="checkpoint"):
     """The scorer of ``--scorer NAME``: ``auto`` = the stored back-end when there is one, else cosine.
 
-    ``stored``: the checkpoint's ``PLDAScorer`` or None. ValueError for ``plda`` without one.
+    ``stored``: the ``what``'s (checkpoint, model file) ``PLDAScorer`` or None. ValueError for
+    ``plda`` without one.
     """
     if name not in ("auto",) + SCORERS:
         raise ValueError(f"--scorer must be one of auto, {', '.join(SCORERS)}, got {name!r}")
     if name == "cosine" or (name == "auto" and stored is None):
         return CosineScorer()
     if stored is None:
-        raise ValueError("--scorer plda: the checkpoint stores no PLDA back-end (train with scorer.fit = "
-                         "true, the default, or use --scorer cosine)")
+        fix = "convert a checkpoint that has one" if what == "model file" else "train with scorer.fit = true"
+        raise ValueError(f"--scorer plda: the {what} stores no PLDA back-end ({fix}, or fit one with `fastconv "
+                         f"face fit-scorer`; or use --scorer cosine)")
     return stored
 
 
