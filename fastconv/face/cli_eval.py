@@ -53,6 +53,14 @@ def _add_detect(p):
                         "(verify) or skipped (embed)")
 
 
+def _add_image_command(p, func, scorer="auto"):
+    """The options verify and embed share: -c or --model, --scorer, --no-flip, --detect."""
+    _add_common(p, "or-model", scorer=scorer)
+    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
+    _add_detect(p)
+    p.set_defaults(func=func)
+
+
 def _loader(args):
     """``load(path, pre) -> uint8 (3, S, S)`` for --detect or plain LFW-style images."""
     if args.detect:
@@ -112,13 +120,10 @@ def add_eval_commands(subparsers) -> None:
                     "exactly like training (crop and size from the checkpoint).")
     p.add_argument("image_a")
     p.add_argument("image_b")
-    _add_common(p, "or-model")
     p.add_argument("--threshold", type=float, default=None,
                    help="threshold on the scorer's scale: a cosine with --scorer cosine, a log-likelihood ratio "
                         "with plda (overrides the one stored in the checkpoint or model.npz)")
-    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
-    _add_detect(p)
-    p.set_defaults(func=cmd_verify)
+    _add_image_command(p, cmd_verify)
 
     # embed
     p = subparsers.add_parser(
@@ -129,11 +134,8 @@ def add_eval_commands(subparsers) -> None:
                     "the back-end's features u = T (e - mean) (N, k) instead, and the sidecar holds "
                     "a, b, c of LLR(u, v) = sum a (u^2 + v^2) + b u v + c.")
     p.add_argument("directory")
-    _add_common(p, "or-model", scorer="cosine")
     p.add_argument("--out", "-o", required=True, help="output .npy file")
-    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
-    _add_detect(p)
-    p.set_defaults(func=cmd_embed)
+    _add_image_command(p, cmd_embed, scorer="cosine")
 
     # fit-scorer
     p = subparsers.add_parser(
