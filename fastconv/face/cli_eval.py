@@ -403,7 +403,7 @@ def cmd_fit_scorer(args) -> int:
     if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
         raise ValueError(f"{args.checkpoint} stores no training config (meta['config']) to find its training side")
     data = prepare_data(cfg, progress=True)
-    scorer = fit_training_side(model, data, device, dim=args.dim)
+    scorer = fit_training_side(model, data, device, dim=args.dim, calibration=cfg.get("calibration", "best"))
     state = load_checkpoint(args.checkpoint)
     state["meta"]["scorer"] = state_as_tensors(scorer.to_state())
     save_checkpoint(out, state)

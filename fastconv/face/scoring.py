@@ -212,16 +212,17 @@ def state_as_tensors(state):
             for k, v in state.items()}
 
 
-def fit_training_side(backbone, data, device, dim=0):
+def fit_training_side(backbone, data, device, dim=0, calibration="best"):
     """Fit PLDA on the training images of ``data`` (embedded with flip TTA, as eval does) and calibrate
-    its LLR threshold (best accuracy) on the validation pairs when there are any -> ``PLDAScorer``."""
+    its LLR threshold on the validation pairs when there are any (``calibration``: best | cv-median,
+    ``fastconv.face.calibrate``) -> ``PLDAScorer``."""
+    from .calibrate import calibrate_threshold
     from .evaluate import embed
-    from .metrics import best_threshold
 
     scorer = fit_plda(embed(backbone, data["images"], device=device), data["labels"], dim=dim)
     pairs, same = data["val_pairs"], np.asarray(data["val_same"])
     if len(pairs) and same.any() and not same.all():
         val = embed(backbone, data["val_images"], device=device)
-        thr, _ = best_threshold(scorer.score(val[pairs[:, 0]], val[pairs[:, 1]]), same.astype(np.int64))
-        scorer.threshold = float(thr)
+        scores = scorer.score(val[pairs[:, 0]], val[pairs[:, 1]])
+        scorer.threshold = float(calibrate_threshold(scores, same, pairs, calibration))
     return scorer
