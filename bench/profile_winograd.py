@@ -1,9 +1,14 @@
 """Where the time of one Winograd conv2d forward+backward goes, stage by stage.
 
 ``python -m bench.profile_winograd [--m 4] [--threads 1] [--cin 64 --cout 64 --size 56]``.
-Each stage of ``fastconv.conv_winograd`` is re-run on its own with the backend's transforms
-(median of repeats); ``Python overhead`` is the whole ``fc.nn.Conv2d`` forward (resp. backward)
-minus the sum of its stages (argument checks, the weight-change check, reshapes, calls).
+Each stage of ``fastconv.conv_winograd`` is re-run on its own with the backend's kernels
+(median of repeats): the filter transforms, the fused forward kernel (per block of tiles:
+input transform, a*a GEMMs, output transform + bias), the fused weight-gradient kernel (per
+block: transforms of x and dy, dU += dM V^T), the filter-gradient transform, db, and the input
+gradient (the fused forward kernel on dy). ``GEMM floor`` times the same a*a GEMMs as one
+batched ``np.matmul`` over all tiles (operands prepared beforehand): what the multiplies alone
+cost. ``Python overhead`` is the whole ``fc.nn.Conv2d`` forward (resp. backward) minus the sum
+of its stages (argument checks, the weight-change check, calls).
 The im2col layer and PyTorch are timed on the same data for comparison. With ``--threads 1``
 the clock is this process's CPU time (``time.process_time``), so other work on a shared
 machine does not inflate the stages; with more threads it is wall time.
@@ -52,32 +57,29 @@ def profile(backend, x, layer_w, m, repeats):
 
     k = cw.winograd_module(backend)
     at, g, bt = wino.matrices(m, x.dtype)
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
+    o = layer_w.shape[0]
     th, tw = wino.tile_grid(h, w, m)
+    a_mat, gT = np.ascontiguousarray(at.T), np.ascontiguousarray(g.T)
+    tb = cw.block_tiles(c, o, m, x.dtype.itemsize)
+    tb_dw = cw.GRAD_BLOCK_FACTOR * tb
     u = k.winograd_filter_in(layer_w, g)
-    v = k.winograd_tiles_in(x, bt, m, 1, 1, th, tw)
-    prod = np.matmul(u, v)
-    dy = np.random.default_rng(1).standard_normal((n, layer_w.shape[0], h, w)).astype(x.dtype)
-    atT, gT = np.ascontiguousarray(at.T), np.ascontiguousarray(g.T)
-    dm = k.winograd_tiles_in(dy, atT, m, 0, 0, th, tw)
-    du = np.matmul(dm, v.transpose(0, 2, 1))
     u_dx = k.winograd_filter_in(np.ascontiguousarray(layer_w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)), g)
-    v_dy = k.winograd_tiles_in(dy, bt, m, 1, 1, th, tw)
-    p_dx = np.matmul(u_dx, v_dy)
+    bias = np.zeros(o, dtype=x.dtype)
+    dy = np.random.default_rng(1).standard_normal((n, o, h, w)).astype(x.dtype)
+    du = k.winograd_filter_grad(x, dy, bt, a_mat, 1, 1, tb_dw)
+    v = wino.winograd_tiles_in(x, bt, m, 1, 1, th, tw)  # only for the GEMM floor
     st = {
         "fwd: filter transform (x2: forward and flipped)": _ms(lambda: (k.winograd_filter_in(layer_w, g),
                                                                        k.winograd_filter_in(layer_w, g)), repeats),
-        "fwd: input transform": _ms(lambda: k.winograd_tiles_in(x, bt, m, 1, 1, th, tw), repeats),
-        "fwd: GEMMs U·V": _ms(lambda: np.matmul(u, v), repeats),
-        "fwd: output transform": _ms(lambda: k.winograd_tiles_out(prod, at, n, h, w, th, tw), repeats),
-        "dW: dy transform": _ms(lambda: k.winograd_tiles_in(dy, atT, m, 0, 0, th, tw), repeats),
-        "dW: GEMMs dM·Vᵀ": _ms(lambda: np.matmul(dm, v.transpose(0, 2, 1)), repeats),
+        f"fwd: fused kernel (tb={tb})": _ms(lambda: k.winograd_conv(x, u, bias, bt, at, 1, 1, tb), repeats),
+        f"dW: fused kernel dU = Σ dM·Vᵀ (tb={tb_dw})": _ms(lambda: k.winograd_filter_grad(x, dy, bt, a_mat, 1, 1, tb_dw),
+                                                          repeats),
         "dW: filter-gradient transform": _ms(lambda: k.winograd_filter_out(du, gT), repeats),
         "db = Σ dy": _ms(lambda: dy.sum(axis=(0, 2, 3)), repeats),
-        "dx: input transform of dy": _ms(lambda: k.winograd_tiles_in(dy, bt, m, 1, 1, th, tw), repeats),
-        "dx: GEMMs U'·V'": _ms(lambda: np.matmul(u_dx, v_dy), repeats),
-        "dx: output transform": _ms(lambda: k.winograd_tiles_out(p_dx, at, n, h, w, th, tw), repeats),
+        f"dx: fused kernel on dy (tb={tb})": _ms(lambda: k.winograd_conv(dy, u_dx, None, bt, at, 1, 1, tb), repeats),
     }
+    floor = _ms(lambda: np.matmul(u, v), repeats)
     with fc.use_backend(backend):
         layer = fc.nn.Conv2d(x.shape[1], layer_w.shape[0], 3, padding=1, bias=True, dtype=x.dtype,
                              algo=f"winograd_f{m}")
@@ -88,9 +90,9 @@ def profile(backend, x, layer_w, m, repeats):
         plain.weight.data[...] = layer_w
         i_fwd = _ms(lambda: plain(x), repeats)
         i_bwd = _ms(lambda: plain.backward(dy), repeats)
-    fwd_stages = sum(v for s, v in st.items() if s.startswith("fwd") and "filter" not in s)
-    st["fwd: Python overhead"] = fwd - fwd_stages
+    st["fwd: Python overhead"] = fwd - sum(v for s, v in st.items() if s.startswith("fwd") and "filter" not in s)
     st["bwd: Python overhead"] = bwd - sum(v for s, v in st.items() if s.startswith(("dW", "dx", "db")))
+    st["GEMM floor: the fwd's a*a GEMMs as one np.matmul"] = floor
     st["layer forward (filter cache hit)"] = fwd
     st["layer backward"] = bwd
     st["im2col layer forward"] = i_fwd

@@ -1,39 +1,55 @@
 """Winograd F(m x m, 3 x 3) convolution as a forward/backward pair (stride 1, dilation 1).
 
 Same ``(y, cache)`` / ``(dx, dw, db)`` contract as :func:`fastconv.functional.conv_forward`;
-the math is :mod:`fastconv.winograd`. Per call, with ``a = m + 2`` and T tiles:
+the math is :mod:`fastconv.winograd`. Per call, with ``a = m + 2``, U = filter_in(w, G) cached
+per layer (:class:`FilterCache`), and the tiles taken in blocks of ``tb`` (:func:`block_tiles`):
 
-    forward   V = tiles_in(x, B^T)                (a*a, C, T)   input transform
-              M = U @ V                           (a*a, O, T)   a*a GEMMs, U = filter_in(w, G)
-              y = tiles_out(M, A^T) + b           (N, O, oh, ow)
-    dW        dM = tiles_in(dy, A)                (a*a, O, T)   transform of dy
-              dU = dM @ V^T                       (a*a, O, C)   a*a GEMMs, V kept from forward
+    forward   y = winograd_conv(x, U, b)          per block: V_b = B^T d B, M_b = U V_b
+                                                  (a*a GEMMs), y_b = A^T M_b A + b
+    dW        dU = winograd_filter_grad(x, dy)    per block: dM_b = A dy A^T, V_b recomputed
+                                                  from x, dU += dM_b V_b^T (a*a GEMMs)
               dW = filter_out(dU, G^T)            (O, C, 3, 3)
-    dx        the forward applied to dy padded by 2 - p, with w flipped and channel-transposed
+    dx        winograd_conv of dy padded by 2 - p with the flipped, channel-transposed w
 
-The transforms run in the current backend's Winograd module (reference, cython, numba).
+The kernels run in the current backend's Winograd module (reference, cython, numba).
 """
 from types import SimpleNamespace
 
 import numpy as np
 
 from . import winograd as wino
+from .cpu_cache import l2_cache_bytes
 
 _MODULES = {
     "reference": "fastconv.winograd",
     "cython": "fastconv.kernels.cython_winograd",
     "numba": "fastconv.kernels.numba_winograd",
 }
+MIN_BLOCK_TILES = 64    # measured: below this the per-call cost of the a*a BLAS calls shows
+MAX_BLOCK_TILES = 512
+GRAD_BLOCK_FACTOR = 2   # the weight gradient's blocks are larger: each block also reads and
+                        # writes the a*a*O*C accumulator
 
 
 def winograd_module(backend):
-    """The module holding ``backend``'s four Winograd transforms (docs/KERNELS.md)."""
+    """The module holding ``backend``'s Winograd kernels (docs/KERNELS.md)."""
     import importlib
 
     if backend not in _MODULES:
         raise ValueError(f"backend {backend!r} has no Winograd transforms; expected one of "
                          f"{sorted(_MODULES)}")
     return importlib.import_module(_MODULES[backend])
+
+
+def block_tiles(c, o, m, itemsize, l2_bytes=None):
+    """Tiles per block: the block's transformed inputs and products, ``a*a (C + O) tb``
+    elements, fill about twice the L2 cache (each of the a*a GEMMs then works on a slice of
+    ``(C + O) tb`` of them, well inside L2), rounded down to a multiple of 8 (the transforms'
+    vector width) and clipped to ``[MIN_BLOCK_TILES, MAX_BLOCK_TILES]``."""
+    l2 = l2_cache_bytes() if l2_bytes is None else l2_bytes
+    per_tile = (m + 2) ** 2 * (c + o) * itemsize
+    tb = (2 * l2) // per_tile // 8 * 8
+    return int(min(MAX_BLOCK_TILES, max(MIN_BLOCK_TILES, tb)))
 
 
 class FilterCache:
@@ -47,16 +63,7 @@ class FilterCache:
 
     def __init__(self):
         self._entries = {}
-        self._buffers = {}
         self.transforms = 0  # how many times the filter transform ran (tests read it)
-
-    def buffer(self, name, shape, dtype):
-        """A scratch array kept between calls (the GEMM products, used up by the output
-        transform within the call): reusing it saves the page faults of a fresh allocation."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
-            buf = self._buffers[name] = np.empty(shape, dtype=dtype)
-        return buf
 
     def get(self, kernels, w, m):
         key = (kernels.NAME, m, w.dtype.str, w.shape)
@@ -71,39 +78,30 @@ class FilterCache:
         return u, u_dx
 
 
-def _correlate(kernels, x, u, m, ph, pw, mats, scratch=None):
-    """Stride-1 3x3 correlation of x (N, C, H, W) with pre-transformed filters u (a*a, O, C).
-
-    Returns ``(y (N, O, H + 2ph - 2, W + 2pw - 2), V)``. A negative padding crops x.
-    ``scratch``: ``(FilterCache, name)`` whose buffer receives the GEMM product, or None."""
+def _correlate(kernels, x, u, bias, m, ph, pw, mats):
+    """Stride-1 3x3 correlation of x (N, C, H, W) with pre-transformed filters u (a*a, O, C)
+    (+ bias) -> y (N, O, H + 2ph - 2, W + 2pw - 2). A negative padding crops x."""
     at, _, bt = mats
     if ph < 0 or pw < 0:  # the input gradient of a layer with padding > 2
         x = np.ascontiguousarray(x[:, :, max(0, -ph):x.shape[2] - max(0, -ph),
                                    max(0, -pw):x.shape[3] - max(0, -pw)])
         ph, pw = max(ph, 0), max(pw, 0)
-    n, _, h, w = x.shape
-    oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
-    th, tw = wino.tile_grid(oh, ow, m)
-    v = kernels.winograd_tiles_in(x, bt, m, ph, pw, th, tw)   # (a*a, C, T)
-    shape = (u.shape[0], u.shape[1], v.shape[2])
-    out = None if scratch is None else scratch[0].buffer(scratch[1], shape, v.dtype)
-    prod = np.matmul(u, v, out=out)                            # (a*a, O, T)
-    return kernels.winograd_tiles_out(prod, at, n, oh, ow, th, tw), v
+    tb = block_tiles(x.shape[1], u.shape[1], m, x.dtype.itemsize)
+    return kernels.winograd_conv(x, u, bias, bt, at, ph, pw, tb)
 
 
 def winograd_forward(x, w, bias, padding, m, backend, filter_cache=None):
     """x (N, C, H, W), w (O, C, 3, 3), bias (O,) or None, padding (ph, pw) -> (y, cache).
 
-    Operands are validated by the caller (C-contiguous, one float dtype, 3x3 kernel)."""
+    Operands are validated by the caller (C-contiguous, one float dtype, 3x3 kernel). The
+    cache keeps a reference to x (the weight gradient recomputes its transform)."""
     kernels = winograd_module(backend)
     cache_obj = filter_cache if filter_cache is not None else FilterCache()
     u, u_dx = cache_obj.get(kernels, w, m)
     mats = wino.matrices(m, x.dtype)
     ph, pw = padding
-    y, v = _correlate(kernels, x, u, m, ph, pw, mats, None if filter_cache is None else (filter_cache, "y"))
-    if bias is not None:
-        y += bias[:, None, None]
-    cache = SimpleNamespace(kernels=kernels, m=m, mats=mats, v=v, u_dx=u_dx, padding=(ph, pw), filters=filter_cache,
+    y = _correlate(kernels, x, u, bias, m, ph, pw, mats)
+    cache = SimpleNamespace(kernels=kernels, m=m, mats=mats, x=x, u_dx=u_dx, padding=(ph, pw),
                             x_shape=x.shape, w_shape=w.shape, has_bias=bias is not None,
                             out_shape=y.shape, dtype=x.dtype)
     return y, cache
@@ -112,13 +110,11 @@ def winograd_forward(x, w, bias, padding, m, backend, filter_cache=None):
 def winograd_backward(dy, cache):
     """dy (N, O, oh, ow) (C-contiguous, forward dtype) -> (dx (N, C, H, W), dw (O, C, 3, 3), db)."""
     kernels, m, (at, g, bt) = cache.kernels, cache.m, cache.mats
-    n, o, oh, ow = dy.shape
     ph, pw = cache.padding
-    th, tw = wino.tile_grid(oh, ow, m)
-    dm = kernels.winograd_tiles_in(dy, np.ascontiguousarray(at.T), m, 0, 0, th, tw)  # (a*a, O, T)
-    du = np.matmul(dm, cache.v.transpose(0, 2, 1))                                     # (a*a, O, C)
+    x = cache.x
+    tb = GRAD_BLOCK_FACTOR * block_tiles(x.shape[1], dy.shape[1], m, x.dtype.itemsize)
+    du = kernels.winograd_filter_grad(x, dy, bt, np.ascontiguousarray(at.T), ph, pw, tb)  # (a*a, O, C)
     dw = kernels.winograd_filter_out(du, np.ascontiguousarray(g.T))
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
-    scratch = None if cache.filters is None else (cache.filters, "dx")
-    dx, _ = _correlate(kernels, dy, cache.u_dx, m, 2 - ph, 2 - pw, cache.mats, scratch)
+    dx = _correlate(kernels, dy, cache.u_dx, None, m, 2 - ph, 2 - pw, cache.mats)
     return dx, dw, db

@@ -18,9 +18,11 @@ which is what makes Winograd fast: a*a batched GEMMs. Gradients reuse the same p
 * weight gradient, F(3x3, m x m) by transposition of the identity above:
   dW = sum_tiles G^T [ (A dY A^T) (.) (B^T d B) ] G, so dU[xi] (O, C) = dM[xi] (O, T) @ V[xi]^T.
 
-The four transforms below are the kernel contract's Winograd functions (docs/KERNELS.md);
-``fastconv.kernels.cython_winograd`` and ``numba_winograd`` are their compiled twins. Matrices
-are exact in float64 (rationals with small denominators) and passed in the data's dtype.
+The four transforms below define the math; ``winograd_filter_in``, ``winograd_filter_out``,
+``winograd_conv`` and ``winograd_filter_grad`` are the kernel contract (docs/KERNELS.md), whose
+compiled twins (``fastconv.kernels.cython_winograd``, ``numba_winograd``) fuse the tile
+transforms and GEMMs block by block. Matrices are exact in float64 (rationals with small
+denominators) and passed in the data's dtype.
 """
 from fractions import Fraction
 
@@ -130,15 +132,43 @@ def winograd_filter_out(dU, GT):
     return np.ascontiguousarray(np.einsum("iu,jv,uvoc->ocij", GT, GT, du, optimize=True))
 
 
+def winograd_conv(x, U, bias, BT, AT, ph, pw, tb):
+    """The whole correlation: x (N, C, H, W), U (a*a, O, C), bias (O,) or None ->
+    y (N, O, oh, ow), ``oh = H + 2 ph - 2``, ``ow = W + 2 pw - 2``:
+
+        y = tiles_out(U @ tiles_in(x, B^T, ph, pw), A^T) + bias      (a*a GEMMs in the middle)
+
+    BT (a, a), AT (m, a). ``tb`` (tiles per block) only matters to the compiled twins, which
+    run this tile block by tile block; the reference does every tile at once."""
+    m = AT.shape[0]
+    n, _, h, w = x.shape
+    oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
+    th, tw = tile_grid(oh, ow, m)
+    V = winograd_tiles_in(x, BT, m, ph, pw, th, tw)    # (a*a, C, T)
+    y = winograd_tiles_out(np.matmul(U, V), AT, n, oh, ow, th, tw)
+    if bias is not None:
+        y += bias[:, None, None]
+    return y
+
+
+def winograd_filter_grad(x, dy, BT, A, ph, pw, tb):
+    """Gradient of the loss with respect to U: x (N, C, H, W), dy (N, O, oh, ow) ->
+    dU (a*a, O, C),
+
+        dU[xi] = dM[xi] @ V[xi]^T,  dM = tiles_in(dy, A, 0, 0),  V = tiles_in(x, B^T, ph, pw)
+
+    on the tile grid of dy; BT (a, a), A (a, m). ``tb``: as in :func:`winograd_conv`."""
+    m = A.shape[1]
+    th, tw = tile_grid(dy.shape[2], dy.shape[3], m)
+    dM = winograd_tiles_in(dy, A, m, 0, 0, th, tw)     # (a*a, O, T)
+    V = winograd_tiles_in(x, BT, m, ph, pw, th, tw)    # (a*a, C, T)
+    return np.matmul(dM, V.transpose(0, 2, 1))
+
+
 # ----------------------------------------------------------------------------- whole convolution
 def conv2d_winograd(x, w, ph, pw, m):
     """Readable F(m x m, 3 x 3) forward: x (N, C, H, W), w (O, C, 3, 3) -> y (N, O, oh, ow),
     ``oh = H + 2 ph - 2``. The definition the compiled path (fastconv.conv_winograd) follows."""
     at, g, bt = matrices(m, x.dtype)
-    n, _, h, wd = x.shape
-    oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
-    th, tw = tile_grid(oh, ow, m)
     U = winograd_filter_in(w, g)                       # (a*a, O, C)
-    V = winograd_tiles_in(x, bt, m, ph, pw, th, tw)    # (a*a, C, T)
-    M = np.matmul(U, V)                                # (a*a, O, T): a*a GEMMs
-    return winograd_tiles_out(M, at, n, oh, ow, th, tw)
+    return winograd_conv(x, U, None, bt, at, ph, pw, None)

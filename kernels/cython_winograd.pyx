@@ -1,22 +1,32 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython twins of the Winograd transforms of ``fastconv.winograd`` (docs/KERNELS.md).
+"""Cython twins of the Winograd kernels of ``fastconv.winograd`` (docs/KERNELS.md).
 
-Same four functions and signatures as the reference. The tile loops are C (below), run
-``nogil`` under OpenMP (``prange``) over rows of tiles (one (n, c, tile-row) per task) or over
-output channels for the small filter transforms. Inside a task, tiles are processed
-``FC_LANES`` at a time with the tile index as the innermost (vectorised) loop, and the result
-of each of the a*a positions is stored as a contiguous run of tiles, so the GEMM operands
-come out in the (a*a, channels, tiles) layout BLAS reads. Zero matrix entries are skipped.
+Same four functions and signatures as the reference: the two filter transforms and the two
+fused, cache-blocked convolution kernels. The tiles (``t = (n*th + ti)*tw + tj``) are cut into
+blocks of ``tb`` consecutive tiles; OpenMP workers (``prange``) take blocks in turn, and for
+each block a worker
 
-Every index a loop computes is checked against the array shapes first (reads outside the
-image are the zero padding), so no argument can read or write out of bounds. Results equal
-the reference up to rounding (the order of the sums differs).
+* transforms the block's input tiles into its own buffer ``Vb (a*a, C, tb)`` (tiles contiguous:
+  the layout BLAS reads),
+* runs the a*a GEMMs of the block with BLAS (scipy's sgemm/dgemm, single-threaded inside the
+  loop: see ``fastconv._blas``),
+* and transforms the products straight into y (+ bias), or, for the weight gradient, adds
+  ``dMb Vb^T`` into its own accumulator (summed over workers at the end).
+
+Inside a block, tiles of one tile row are transformed ``FC_LANES`` at a time with the tile as the
+innermost (vectorised) loop; zero matrix entries are skipped, and the standard B^T, A^T and A of
+F(2x2)/F(4x4) run as straight-line code. Every index is checked against the array shapes
+first (reads outside the image are the zero padding), so no argument reads or writes out of
+bounds. BLAS pointers come from the ``scipy.linalg.cython_blas`` capsules at first use, so the
+build needs no scipy (scipy is a runtime dependency).
 """
 import numpy as np
 
+from fastconv import _blas
 from fastconv.kernels import cython_kernels as _kernels
 
 cimport openmp
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cython.parallel cimport prange
 
 NAME = "cython"
@@ -91,13 +101,6 @@ cdef extern from *:
         out[0] = in[0] + in[is] + in[2 * is];                                               \
         out[os] = in[is] - in[2 * is] - in[3 * is];                                         \
     }
-    /* The separable 2-D transform X -> L X L^T of a block of tiles: the 1-D transform F
-       (fc_bt6, fc_apply, ...; trailing arguments passed on) over each of the NROWS rows of IN
-       into T1, then over each of the NCOLS columns of T1 into RES. */
-    #define FC_TWO_PASS(F, IN, T1, RES, NROWS, NCOLS, ...)                                \
-        for (int i_ = 0; i_ < (NROWS); i_++) F(&IN[i_][0], 1, &T1[i_][0], 1, ##__VA_ARGS__); \
-        for (int v_ = 0; v_ < (NCOLS); v_++)                                                \
-            F(&T1[0][v_], FC_AMAX, &RES[0][v_], FC_AMAX, ##__VA_ARGS__);
     /* Any matrix L (rows x cols, row-major): out[k*os] = sum_j L[k*cols + j] in[j*is];
        zero entries are skipped. */
     #define FC_APPLY(SUF, VT, T)                                                          \
@@ -112,7 +115,31 @@ cdef extern from *:
             out[k * os] = acc;                                                              \
         }                                                                                   \
     }
-    /* One row of tiles of the tile transform V = L d L^T (L: a x r, row-major).
+    /* The separable 2-D transform X -> L X L^T of a block of tiles: the 1-D transform F
+       (fc_bt6, fc_apply, ...; trailing arguments passed on) over each of the NROWS rows of IN
+       into T1, then over each of the NCOLS columns of T1 into RES. */
+    #define FC_TWO_PASS(F, IN, T1, RES, NROWS, NCOLS, ...)                                \
+        for (int i_ = 0; i_ < (NROWS); i_++) F(&IN[i_][0], 1, &T1[i_][0], 1, ##__VA_ARGS__); \
+        for (int v_ = 0; v_ < (NCOLS); v_++)                                                \
+            F(&T1[0][v_], FC_AMAX, &RES[0][v_], FC_AMAX, ##__VA_ARGS__);
+    /* RES = L IN L^T for the matrix kind KIND (FC_K_*: the straight-line formulas) or any
+       L (Lrows x Lcols, row-major; kind FC_K_ANY). */
+    #define FC_K_ANY 0
+    #define FC_K_BT6 1  /* B^T of F(4x4), 6x6 */
+    #define FC_K_A64 2  /* A of F(4x4), 6x4: the dy transform of the weight gradient */
+    #define FC_K_BT4 3  /* B^T of F(2x2), 4x4 */
+    #define FC_K_AT6 4  /* A^T of F(4x4), 4x6 */
+    #define FC_K_AT4 5  /* A^T of F(2x2), 2x4 */
+    #define FC_SEPARABLE(SUF, KIND, IN, T1, RES, L, LROWS, LCOLS)                         \
+        switch (KIND) {                                                                     \
+        case FC_K_BT6: FC_TWO_PASS(fc_bt6_##SUF, IN, T1, RES, 6, 6) break;                  \
+        case FC_K_A64: FC_TWO_PASS(fc_a64_##SUF, IN, T1, RES, 4, 6) break;                  \
+        case FC_K_BT4: FC_TWO_PASS(fc_bt4_##SUF, IN, T1, RES, 4, 4) break;                  \
+        case FC_K_AT6: FC_TWO_PASS(fc_at6_##SUF, IN, T1, RES, 6, 4) break;                  \
+        case FC_K_AT4: FC_TWO_PASS(fc_at4_##SUF, IN, T1, RES, 4, 2) break;                  \
+        default: FC_TWO_PASS(fc_apply_##SUF, IN, T1, RES, LCOLS, LROWS, L, LROWS, LCOLS)    \
+        }
+    /* Tiles tj < tw of one tile row of the tile transform V = L d L^T (L: a x r, row-major).
        plane: one (H, W) image; the tile tj reads rows row0 + i and columns tj*m + col0 + j,
        i, j < r (zero outside); out[(u*a + v)*xs + tj] receives V[u][v] of tile tj. */
     #define FC_TILES_IN(NAME, T, VT, SUF)                                                 \
@@ -141,15 +168,7 @@ cdef extern from *:
                 for (int j = 0; j < r; j++)                                                 \
                     for (int l = 0; l < nl; l++) d[i][j][l] = seg[l * m + j];               \
             }                                                                               \
-            if (kind == 4) {                                                                \
-                FC_TWO_PASS(fc_bt6_##SUF, d, t1, res, 6, 6) \
-            } else if (kind == 40) {                                                        \
-                FC_TWO_PASS(fc_a64_##SUF, d, t1, res, 4, 6) \
-            } else if (kind == 2) {                                                         \
-                FC_TWO_PASS(fc_bt4_##SUF, d, t1, res, 4, 4) \
-            } else {                                                                        \
-                FC_TWO_PASS(fc_apply_##SUF, d, t1, res, r, a, L, a, r) \
-            }                                                                               \
+            FC_SEPARABLE(SUF, kind, d, t1, res, L, a, r)                                    \
             for (int u = 0; u < a; u++)                                                     \
                 for (int v = 0; v < a; v++) {                                               \
                     T* o = out + (Py_ssize_t)(u * a + v) * xs + tj0;                        \
@@ -158,32 +177,31 @@ cdef extern from *:
                 }                                                                           \
         }                                                                                   \
     }                                                                                       \
-    /* the sizes of F(2x2) and F(4x4) get their own fully unrolled copies */               \
-    /* kind 4 / 2: L is the B^T of F(4x4) / F(2x2), 40: the A of F(4x4) (dy transform);   \
-       checked by the caller. 0: any L */                                                   \
+    /* the sizes of F(2x2) and F(4x4) get their own fully unrolled copies; kind (FC_K_*)   \
+       is checked by the caller */                                                          \
     FC_SIMD static void NAME(const T* plane, Py_ssize_t H, Py_ssize_t W, const T* L,        \
                              int a, int r, int m, Py_ssize_t row0, Py_ssize_t col0,         \
                              Py_ssize_t tw, T* out, Py_ssize_t xs, int kind) {              \
-        if (kind == 4)                                                                      \
-            NAME##_body(plane, H, W, L, 6, 6, 4, row0, col0, tw, out, xs, 4);               \
-        else if (kind == 2)                                                                 \
-            NAME##_body(plane, H, W, L, 4, 4, 2, row0, col0, tw, out, xs, 2);               \
-        else if (kind == 40)                                                                \
-            NAME##_body(plane, H, W, L, 6, 4, 4, row0, col0, tw, out, xs, 40);              \
+        if (kind == FC_K_BT6)                                                               \
+            NAME##_body(plane, H, W, L, 6, 6, 4, row0, col0, tw, out, xs, FC_K_BT6);        \
+        else if (kind == FC_K_BT4)                                                          \
+            NAME##_body(plane, H, W, L, 4, 4, 2, row0, col0, tw, out, xs, FC_K_BT4);        \
+        else if (kind == FC_K_A64)                                                          \
+            NAME##_body(plane, H, W, L, 6, 4, 4, row0, col0, tw, out, xs, FC_K_A64);        \
         else if (a == 6 && r == 4 && m == 4)                                                \
-            NAME##_body(plane, H, W, L, 6, 4, 4, row0, col0, tw, out, xs, 0);               \
+            NAME##_body(plane, H, W, L, 6, 4, 4, row0, col0, tw, out, xs, FC_K_ANY);        \
         else if (a == 4 && r == 2 && m == 2)                                                \
-            NAME##_body(plane, H, W, L, 4, 2, 2, row0, col0, tw, out, xs, 0);               \
+            NAME##_body(plane, H, W, L, 4, 2, 2, row0, col0, tw, out, xs, FC_K_ANY);        \
         else                                                                                \
-            NAME##_body(plane, H, W, L, a, r, m, row0, col0, tw, out, xs, 0);               \
+            NAME##_body(plane, H, W, L, a, r, m, row0, col0, tw, out, xs, FC_K_ANY);        \
     }
-    /* One row of tiles of the output transform Y = R M R^T (R: m x a), cropped:
-       M[(u*a + v)*xs + tj] is position (u, v) of tile tj; tile tj writes rows row0 + i
-       (< oh) and columns tj*m + j (< ow) of the (oh, ow) plane y. */
+    /* Tiles tj < tw of one tile row of the output transform Y = R M R^T + bias (R: m x a),
+       cropped: M[(u*a + v)*xs + tj] is position (u, v) of tile tj; tile tj writes rows
+       row0 + i (< oh) and columns tj*m + j (< ow) of the plane y (row stride ys). */
     #define FC_TILES_OUT(NAME, T, VT, SUF)                                                \
     static inline __attribute__((always_inline)) void NAME##_body(                          \
             const T* M, Py_ssize_t xs, const T* R, int a, int m, Py_ssize_t tw, T* y,       \
-            Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t row0, int kind) {                      \
+            Py_ssize_t ys, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t row0, T bias, int kind) { \
         VT mv[FC_AMAX][FC_AMAX], t1[FC_AMAX][FC_AMAX], res[FC_AMAX][FC_AMAX];               \
         T seg[FC_LANES * FC_AMAX];              /* one output row of the block */           \
         memset(mv, 0, sizeof(mv));                                                          \
@@ -195,13 +213,7 @@ cdef extern from *:
                     if (nl == FC_LANES) memcpy(&mv[u][v], s, sizeof(VT));                   \
                     else for (int l = 0; l < nl; l++) mv[u][v][l] = s[l];                   \
                 }                                                                           \
-            if (kind == 4) {                                                                \
-                FC_TWO_PASS(fc_at6_##SUF, mv, t1, res, 6, 4) \
-            } else if (kind == 2) {                                                         \
-                FC_TWO_PASS(fc_at4_##SUF, mv, t1, res, 4, 2) \
-            } else {                                                                        \
-                FC_TWO_PASS(fc_apply_##SUF, mv, t1, res, a, m, R, m, a) \
-            }                                                                               \
+            FC_SEPARABLE(SUF, kind, mv, t1, res, R, m, a)                                   \
             Py_ssize_t c0 = tj0 * m;                                                        \
             Py_ssize_t n_out = ow - c0 < (Py_ssize_t)nl * m ? ow - c0 : (Py_ssize_t)nl * m; \
             for (int i = 0; i < m; i++) {                                                   \
@@ -209,20 +221,24 @@ cdef extern from *:
                 if (row >= oh) break;                                                       \
                 for (int j = 0; j < m; j++)                                                 \
                     for (int l = 0; l < nl; l++) seg[l * m + j] = res[i][j][l];             \
-                T* dst = y + row * ow + c0;                                                 \
-                for (Py_ssize_t k = 0; k < n_out; k++) dst[k] = seg[k];                     \
+                T* dst = y + row * ys + c0;                                                 \
+                for (Py_ssize_t k = 0; k < n_out; k++) dst[k] = seg[k] + bias;              \
             }                                                                               \
         }                                                                                   \
     }                                                                                       \
-    /* kind 4 / 2: R is the A^T of F(4x4) / F(2x2) (checked by the caller), 0: any R */   \
     FC_SIMD static void NAME(const T* M, Py_ssize_t xs, const T* R, int a, int m,           \
-                             Py_ssize_t tw, T* y, Py_ssize_t oh, Py_ssize_t ow,             \
-                             Py_ssize_t row0, int kind) {                                   \
-        if (kind == 4) NAME##_body(M, xs, R, 6, 4, tw, y, oh, ow, row0, 4);                 \
-        else if (kind == 2) NAME##_body(M, xs, R, 4, 2, tw, y, oh, ow, row0, 2);            \
-        else if (a == 6 && m == 4) NAME##_body(M, xs, R, 6, 4, tw, y, oh, ow, row0, 0);     \
-        else if (a == 4 && m == 2) NAME##_body(M, xs, R, 4, 2, tw, y, oh, ow, row0, 0);     \
-        else NAME##_body(M, xs, R, a, m, tw, y, oh, ow, row0, 0);                           \
+                             Py_ssize_t tw, T* y, Py_ssize_t ys, Py_ssize_t oh,             \
+                             Py_ssize_t ow, Py_ssize_t row0, T bias, int kind) {            \
+        if (kind == FC_K_AT6)                                                               \
+            NAME##_body(M, xs, R, 6, 4, tw, y, ys, oh, ow, row0, bias, FC_K_AT6);           \
+        else if (kind == FC_K_AT4)                                                          \
+            NAME##_body(M, xs, R, 4, 2, tw, y, ys, oh, ow, row0, bias, FC_K_AT4);           \
+        else if (a == 6 && m == 4)                                                          \
+            NAME##_body(M, xs, R, 6, 4, tw, y, ys, oh, ow, row0, bias, FC_K_ANY);           \
+        else if (a == 4 && m == 2)                                                          \
+            NAME##_body(M, xs, R, 4, 2, tw, y, ys, oh, ow, row0, bias, FC_K_ANY);           \
+        else                                                                                \
+            NAME##_body(M, xs, R, a, m, tw, y, ys, oh, ow, row0, bias, FC_K_ANY);           \
     }
     /* For nb <= 16 filters k at once (the innermost, vectorised loop):
        out[k*o_k + (u*q + v)*o_e] = sum_{i,j} P[u*p + i] P[v*p + j] g[k*g_k + i*g_row + j*g_col],
@@ -265,6 +281,7 @@ cdef extern from *:
     FC_SANDWICH(fc_sandwich_d, double)
     """
     int FC_AMAX
+    int FC_K_ANY, FC_K_BT6, FC_K_A64, FC_K_BT4, FC_K_AT6, FC_K_AT4
     void fc_tiles_in_f(const float* plane, Py_ssize_t H, Py_ssize_t W, const float* L, int a,
                        int r, int m, Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t tw,
                        float* out, Py_ssize_t xs, int kind) noexcept nogil
@@ -272,11 +289,11 @@ cdef extern from *:
                        int r, int m, Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t tw,
                        double* out, Py_ssize_t xs, int kind) noexcept nogil
     void fc_tiles_out_f(const float* M, Py_ssize_t xs, const float* R, int a, int m,
-                        Py_ssize_t tw, float* y, Py_ssize_t oh, Py_ssize_t ow,
-                        Py_ssize_t row0, int kind) noexcept nogil
+                        Py_ssize_t tw, float* y, Py_ssize_t ys, Py_ssize_t oh, Py_ssize_t ow,
+                        Py_ssize_t row0, float bias, int kind) noexcept nogil
     void fc_tiles_out_d(const double* M, Py_ssize_t xs, const double* R, int a, int m,
-                        Py_ssize_t tw, double* y, Py_ssize_t oh, Py_ssize_t ow,
-                        Py_ssize_t row0, int kind) noexcept nogil
+                        Py_ssize_t tw, double* y, Py_ssize_t ys, Py_ssize_t oh, Py_ssize_t ow,
+                        Py_ssize_t row0, double bias, int kind) noexcept nogil
     void fc_sandwich_f(const float* g, Py_ssize_t g_k, Py_ssize_t g_row, Py_ssize_t g_col,
                        const float* P, int q, int p, float* out, Py_ssize_t o_k, Py_ssize_t o_e,
                        int nb) noexcept nogil
@@ -285,7 +302,7 @@ cdef extern from *:
                        int nb) noexcept nogil
 
 # The grain size and thread count are cython_kernels' (fc.set_grain_size, fc.set_num_threads):
-# below ``grain`` elements touched a transform runs on one thread, as ATen's parallel_for does.
+# below ``grain`` elements touched a kernel runs on one thread, as ATen's parallel_for does.
 get_num_threads = _kernels.get_num_threads
 
 
@@ -295,23 +312,136 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t grain) noexcept nogil:
     return openmp.omp_get_max_threads()
 
 
+# ----------------------------------------------------------------------------- BLAS
+ctypedef void (*sgemm_ptr)(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*,
+                           float*, float*, int*) noexcept nogil
+ctypedef void (*dgemm_ptr)(char*, char*, int*, int*, int*, double*, double*, int*, double*, int*,
+                           double*, double*, int*) noexcept nogil
+cdef sgemm_ptr _sgemm = NULL
+cdef dgemm_ptr _dgemm = NULL
+
+
+cdef _load_blas():
+    """scipy's Fortran-order sgemm/dgemm, from the ``scipy.linalg.cython_blas`` capsules."""
+    global _sgemm, _dgemm
+    if _sgemm != NULL:
+        return
+    capi = _blas.cython_blas_capi()
+    _dgemm = <dgemm_ptr>PyCapsule_GetPointer(capi["dgemm"], PyCapsule_GetName(capi["dgemm"]))
+    _sgemm = <sgemm_ptr>PyCapsule_GetPointer(capi["sgemm"], PyCapsule_GetName(capi["sgemm"]))
+
+
+cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating* A, int lda,
+                       const floating* B, int ldb, floating beta, floating* C, int ldc) noexcept nogil:
+    """Column-major ``C (m, n) = op(A) op(B) + beta C``, op = transpose where ``'T'``."""
+    cdef floating one = 1
+    if floating is float:
+        _sgemm(&ta, &tb, &m, &n, &k, &one, <float*>A, &lda, <float*>B, &ldb, &beta, C, &ldc)
+    else:
+        _dgemm(&ta, &tb, &m, &n, &k, &one, <double*>A, &lda, <double*>B, &ldb, &beta, C, &ldc)
+
+
+# ----------------------------------------------------------------------------- one block of tiles
+cdef inline Py_ssize_t _run(Py_ssize_t t, Py_ssize_t end, Py_ssize_t th, Py_ssize_t tw,
+                            Py_ssize_t* n, Py_ssize_t* ti, Py_ssize_t* tj) noexcept nogil:
+    """Tile t -> (n, ti, tj); returns how many tiles from t on, before ``end``, share its row."""
+    n[0] = t // (th * tw)
+    ti[0] = (t - n[0] * th * tw) // tw
+    tj[0] = t - (n[0] * th + ti[0]) * tw
+    return tw - tj[0] if tw - tj[0] < end - t else end - t
+
+
+cdef inline void _tiles_in_block(const floating[:, :, :, ::1] x, const floating* L, int a, int r,
+                                 int m, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw,
+                                 Py_ssize_t t0, Py_ssize_t nt, floating* out, Py_ssize_t ld,
+                                 int kind) noexcept nogil:
+    """Tiles t0 <= t < t0 + nt of ``tiles_in(x, L, m, ph, pw, th, tw)``:
+    out[(u*a + v)*C*ld + c*ld + t - t0] = V[u*a + v, c, t]."""
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t t = t0, n, ti, tj, seg, c
+    while t < t0 + nt:
+        seg = _run(t, t0 + nt, th, tw, &n, &ti, &tj)
+        for c in range(C):
+            if floating is float:
+                fc_tiles_in_f(&x[n, c, 0, 0], H, W, L, a, r, m, ti * m - ph, tj * m - pw, seg,
+                              out + c * ld + (t - t0), C * ld, kind)
+            else:
+                fc_tiles_in_d(&x[n, c, 0, 0], H, W, L, a, r, m, ti * m - ph, tj * m - pw, seg,
+                              out + c * ld + (t - t0), C * ld, kind)
+        t += seg
+
+
+cdef inline void _tiles_out_block(const floating* M, Py_ssize_t ld, const floating* R, int a, int m,
+                                  Py_ssize_t th, Py_ssize_t tw, Py_ssize_t t0, Py_ssize_t nt,
+                                  floating[:, :, :, ::1] y, const floating[::1] bias,
+                                  int has_bias, int kind) noexcept nogil:
+    """Tiles t0 <= t < t0 + nt of ``tiles_out``: M[(u*a + v)*O*ld + o*ld + t - t0] -> y (+ bias)."""
+    cdef Py_ssize_t O = y.shape[1], oh = y.shape[2], ow = y.shape[3]
+    cdef Py_ssize_t t = t0, n, ti, tj, seg, o
+    cdef floating b
+    while t < t0 + nt:
+        seg = _run(t, t0 + nt, th, tw, &n, &ti, &tj)
+        for o in range(O):
+            b = bias[o] if has_bias else 0
+            if floating is float:
+                fc_tiles_out_f(M + o * ld + (t - t0), O * ld, R, a, m, seg, &y[n, o, 0, tj * m], ow,
+                               oh, ow - tj * m, ti * m, b, kind)
+            else:
+                fc_tiles_out_d(M + o * ld + (t - t0), O * ld, R, a, m, seg, &y[n, o, 0, tj * m], ow,
+                               oh, ow - tj * m, ti * m, b, kind)
+        t += seg
+
+
+# ----------------------------------------------------------------------------- the block loop
+cdef void _block_loop(int grad, const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
+                      const floating[:, :, ::1] U, const floating[::1] bias, int has_bias,
+                      const floating* BT, const floating* R, int a, int m, Py_ssize_t ph,
+                      Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw, Py_ssize_t T, Py_ssize_t tb,
+                      Py_ssize_t nblocks, int nw, floating[:, :, :, ::1] vb,
+                      floating[:, :, :, ::1] pb, floating[:, :, :, ::1] y,
+                      floating[:, :, :, ::1] acc, int kin, int kr) noexcept nogil:
+    """Worker w runs blocks w, w + nw, ... of tb tiles: Vb = tiles_in(x, BT) into vb[w], then
+    grad == 0 (winograd_conv): Mb[xi] = U[xi] @ Vb[xi] into pb[w], y (+ bias) = tiles_out(Mb, R);
+    grad == 1 (winograd_filter_grad): dMb = tiles_in(dy, R = A) into pb[w],
+    acc[w, xi] += dMb[xi] @ Vb[xi]^T. A block of nt tiles packs its buffers with stride nt."""
+    cdef Py_ssize_t C = x.shape[1], O = pb.shape[2], blk, t0, nt
+    cdef int w, xi
+    for w in prange(nw, schedule="static", chunksize=1, num_threads=nw):
+        blk = w
+        while blk < nblocks:
+            t0 = blk * tb
+            nt = tb if T - t0 > tb else T - t0
+            _tiles_in_block(x, BT, a, a, m, ph, pw, th, tw, t0, nt, &vb[w, 0, 0, 0], nt, kin)
+            if grad:
+                _tiles_in_block(dy, R, a, m, m, 0, 0, th, tw, t0, nt, &pb[w, 0, 0, 0], nt, kr)
+                for xi in range(a * a):  # dU[xi] (O, C) += dMb[xi] (O, nt) @ Vb[xi]^T (nt, C)
+                    _gemm(c'T', c'N', C, O, nt, &vb[w, 0, 0, 0] + xi * C * nt, nt,
+                          &pb[w, 0, 0, 0] + xi * O * nt, nt, <floating>1, &acc[w, xi, 0, 0], C)
+            else:
+                for xi in range(a * a):  # M[xi] (O, nt) = U[xi] (O, C) @ Vb[xi] (C, nt)
+                    _gemm(c'N', c'N', nt, O, C, &vb[w, 0, 0, 0] + xi * C * nt, nt, &U[xi, 0, 0], C,
+                          <floating>0, &pb[w, 0, 0, 0] + xi * O * nt, nt)
+                _tiles_out_block(&pb[w, 0, 0, 0], nt, R, a, m, th, tw, t0, nt, y, bias, has_bias, kr)
+            blk = blk + nw
+
+
+# ----------------------------------------------------------------------------- checks
 _STANDARD = {}
 
 
-cdef int _kind(L, str which):
-    """4 or 2 when ``L`` is exactly the ``which`` matrix ("BT" or "AT") of F(4x4) / F(2x2) in its
-    dtype, 40 when a tile-in ``L`` is the A of F(4x4) (the C code then runs the straight-line
-    formulas), else 0 (any matrix)."""
-    key = (which, L.dtype.str)
+cdef int _kind(L):
+    """The FC_K_* code of ``L`` when it is exactly one of the standard matrices of F(2x2) /
+    F(4x4) in its dtype (the C code then runs the straight-line formulas), else FC_K_ANY."""
+    key = L.dtype.str
     if key not in _STANDARD:
         from fastconv import winograd as wino
-        _STANDARD[key] = [(m, wino.matrices(m, L.dtype)[0 if which == "AT" else 2]) for m in (4, 2)]
-        if which == "BT":
-            _STANDARD[key].append((40, np.ascontiguousarray(wino.matrices(4, L.dtype)[0].T)))
-    for m, mat in _STANDARD[key]:
+        (at4, _, bt4), (at2, _, bt2) = wino.matrices(4, L.dtype), wino.matrices(2, L.dtype)
+        _STANDARD[key] = [(FC_K_BT6, bt4), (FC_K_A64, np.ascontiguousarray(at4.T)),
+                          (FC_K_BT4, bt2), (FC_K_AT6, at4), (FC_K_AT4, at2)]
+    for kind, mat in _STANDARD[key]:
         if L.shape == mat.shape and np.array_equal(L, mat):
-            return m
-    return 0
+            return kind
+    return FC_K_ANY
 
 
 cdef _check_matrix(str name, Py_ssize_t rows, Py_ssize_t cols):
@@ -324,78 +454,108 @@ cdef _check_matrix(str name, Py_ssize_t rows, Py_ssize_t cols):
 cdef Py_ssize_t _INDEX_MAX = 2**31 - 1
 
 
-cdef _check_tiles(Py_ssize_t m, Py_ssize_t th, Py_ssize_t tw):
-    if m < 1 or th < 1 or tw < 1:
-        raise ValueError(f"m, th and tw must be >= 1, got m={m}, th={th}, tw={tw}")
-    if m > _INDEX_MAX or th > _INDEX_MAX or tw > _INDEX_MAX:
-        raise ValueError(f"m, th and tw must be <= {_INDEX_MAX}, got m={m}, th={th}, tw={tw}")
+cdef _check_int(str name, Py_ssize_t v, Py_ssize_t lo):
+    if not lo <= v <= _INDEX_MAX:
+        raise ValueError(f"{name} must be in [{lo}, {_INDEX_MAX}], got {v}")
 
 
-cdef _check_padding(Py_ssize_t ph, Py_ssize_t pw):
-    if not (0 <= ph <= _INDEX_MAX and 0 <= pw <= _INDEX_MAX):
-        raise ValueError(f"ph and pw must be in [0, {_INDEX_MAX}], got ph={ph}, pw={pw}")
+cdef tuple _grid(Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, BT, R, Py_ssize_t ph, Py_ssize_t pw,
+                 Py_ssize_t tb, Py_ssize_t channels):
+    """Checks shared by both kernels; returns ``(a, m, oh, ow, th, tw, T, tb, nblocks, nw)``:
+    tb <= T, nw workers (threads, 1 below the grain size, at most nblocks)."""
+    cdef Py_ssize_t a = BT.shape[0], m = R.shape[0]
+    _check_matrix("BT", a, BT.shape[1])
+    _check_matrix("A^T", m, R.shape[1])
+    if BT.shape[1] != a or R.shape[1] != a or m >= a:
+        raise ValueError(f"BT must be a x a and A^T m x a with m < a, got {tuple(BT.shape)[:2]} "
+                         f"and {tuple(R.shape)[:2]}")
+    _check_int("ph", ph, 0)
+    _check_int("pw", pw, 0)
+    _check_int("tb", tb, 1)
+    oh, ow = int(H) + 2 * int(ph) - (a - m), int(W) + 2 * int(pw) - (a - m)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"the padded input ({H + 2 * ph}x{W + 2 * pw}) is smaller than the kernel")
+    th, tw = -(-oh // m), -(-ow // m)
+    T = int(N) * th * tw
+    _check_int("the number of tiles", T, 0)
+    _check_int("the output size oh*ow", oh * ow, 1)
+    tb = max(1, min(tb, T))
+    nblocks = -(-int(T) // int(tb))
+    work = min(int(a) * int(a) * int(channels) * T, 2**62)
+    nw = max(1, min(_threads(work, _kernels.get_grain_size()), nblocks))
+    return a, m, oh, ow, th, tw, T, tb, nblocks, nw
 
 
-def winograd_tiles_in(const floating[:, :, :, ::1] x, const floating[:, ::1] L, Py_ssize_t m,
-                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw):
-    """x (N, C, H, W), L (a, r) -> V (a*a, C, N*th*tw); see fastconv.winograd.winograd_tiles_in."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t a = L.shape[0], r = L.shape[1]
-    _check_matrix("L", a, r)
-    _check_tiles(m, th, tw)
-    _check_padding(ph, pw)
+def _block_buffers(nw, a, rows_in, rows_out, tb, dtype):
+    """Each worker's block buffers: inputs (nw, a*a, rows_in, tb), products (nw, a*a, rows_out, tb);
+    a block of nt tiles uses the first a*a*rows*nt elements of its worker's slice."""
+    return np.empty((nw, a * a, rows_in, tb), dtype=dtype), np.empty((nw, a * a, rows_out, tb), dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- the contract
+def winograd_conv(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
+                  const floating[::1] bias, const floating[:, ::1] BT, const floating[:, ::1] AT,
+                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t tb):
+    """x (N, C, H, W), U (a*a, O, C), bias (O,) or None -> y (N, O, H+2ph-2, W+2pw-2);
+    see fastconv.winograd.winograd_conv. tb: tiles per block."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], O = U.shape[1]
+    cdef Py_ssize_t a, m, oh, ow, th, tw, T, nblocks
+    cdef int nw
+    a, m, oh, ow, th, tw, T, tb, nblocks, nw = _grid(N, x.shape[2], x.shape[3], BT, AT, ph, pw, tb, C + O)
+    if U.shape[0] != a * a or U.shape[2] != C or O < 1:
+        raise ValueError(f"U must have shape ({a * a}, O >= 1, {C}), got {tuple(U.shape)[:3]}")
+    cdef int has_bias = bias is not None
+    if has_bias and bias.shape[0] != O:
+        raise ValueError(f"bias must have {O} entries, got {bias.shape[0]}")
     dtype = np.float32 if floating is float else np.float64
-    cdef Py_ssize_t grain = _kernels.get_grain_size()
-    out = np.empty((a * a, C, int(N) * int(th) * int(tw)), dtype=dtype)
-    cdef floating[:, :, ::1] V = out
-    cdef Py_ssize_t T = N * th * tw, task, n, c, ti
-    cdef int kind = _kind(np.asarray(L), "BT")
-    if out.size == 0:
+    out = np.empty((N, O, oh, ow), dtype=dtype)
+    if T == 0 or C == 0:
+        out[...] = np.asarray(bias)[:, None, None] if has_bias else 0
         return out
-    for task in prange(N * C * th, nogil=True, schedule="static",
-                       num_threads=_threads(a * a * C * T, grain)):
-        ti = task % th
-        c = (task // th) % C
-        n = task // (th * C)
-        if floating is float:
-            fc_tiles_in_f(&x[n, c, 0, 0], H, W, &L[0, 0], a, r, m, ti * m - ph, -pw, tw,
-                          &V[0, c, (n * th + ti) * tw], C * T, kind)
-        else:
-            fc_tiles_in_d(&x[n, c, 0, 0], H, W, &L[0, 0], a, r, m, ti * m - ph, -pw, tw,
-                          &V[0, c, (n * th + ti) * tw], C * T, kind)
-    return out
-
-
-def winograd_tiles_out(const floating[:, :, ::1] M, const floating[:, ::1] R, Py_ssize_t n,
-                       Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t th, Py_ssize_t tw):
-    """M (a*a, O, n*th*tw), R (m, a) -> y (n, O, oh, ow); see fastconv.winograd.winograd_tiles_out."""
-    cdef Py_ssize_t m = R.shape[0], a = R.shape[1], O = M.shape[1]
-    _check_matrix("R", m, a)
-    _check_tiles(m, th, tw)
-    if n < 1 or n > _INDEX_MAX or M.shape[0] != a * a or M.shape[2] != int(n) * int(th) * int(tw):
-        raise ValueError(f"M must have shape ({a * a}, O, {n * th * tw}) for n={n}, th={th}, "
-                         f"tw={tw}, got {tuple(M.shape)[:3]}")
-    if not ((th - 1) * m < oh <= th * m and (tw - 1) * m < ow <= tw * m):
-        raise ValueError(f"a {th}x{tw} grid of {m}x{m} tiles does not cover exactly an "
-                         f"{oh}x{ow} output")
-    dtype = np.float32 if floating is float else np.float64
-    cdef Py_ssize_t grain = _kernels.get_grain_size()
-    out = np.empty((n, O, oh, ow), dtype=dtype)
     cdef floating[:, :, :, ::1] y = out
-    cdef Py_ssize_t T = n * th * tw, task, b, o, ti
-    cdef int kind = _kind(np.asarray(R), "AT")
-    for task in prange(n * O * th, nogil=True, schedule="static",
-                       num_threads=_threads(a * a * O * T, grain)):
-        ti = task % th
-        o = (task // th) % O
-        b = task // (th * O)
-        if floating is float:
-            fc_tiles_out_f(&M[0, o, (b * th + ti) * tw], O * T, &R[0, 0], a, m, tw,
-                           &y[b, o, 0, 0], oh, ow, ti * m, kind)
-        else:
-            fc_tiles_out_d(&M[0, o, (b * th + ti) * tw], O * T, &R[0, 0], a, m, tw,
-                           &y[b, o, 0, 0], oh, ow, ti * m, kind)
+    cdef floating[:, :, :, ::1] vb, mb
+    vb, mb = _block_buffers(nw, a, C, O, tb, dtype)
+    cdef floating[:, :, :, ::1] no_acc = None
+    cdef int kin = _kind(np.asarray(BT)), kout = _kind(np.asarray(AT))
+    _load_blas()
+    with _blas.single_threaded(), nogil:  # x stands in for the unused dy
+        _block_loop(0, x, x, U, bias, has_bias, &BT[0, 0], &AT[0, 0], a, m, ph, pw, th, tw, T, tb,
+                    nblocks, nw, vb, mb, y, no_acc, kin, kout)
     return out
+
+
+def winograd_filter_grad(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
+                         const floating[:, ::1] BT, const floating[:, ::1] A, Py_ssize_t ph,
+                         Py_ssize_t pw, Py_ssize_t tb):
+    """x (N, C, H, W), dy (N, O, oh, ow) -> dU (a*a, O, C); see
+    fastconv.winograd.winograd_filter_grad. Each worker sums its blocks into its own dU; the
+    workers' sums are added at the end (so the result depends on tb and the thread count only
+    through rounding)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], O = dy.shape[1]
+    cdef Py_ssize_t a, m, oh, ow, th, tw, T, nblocks
+    cdef int nw
+    if A.shape[0] < 1 or A.shape[1] < 1:
+        raise ValueError("A must be at least 1x1")
+    a, m, oh, ow, th, tw, T, tb, nblocks, nw = _grid(N, x.shape[2], x.shape[3], BT, np.asarray(A).T,
+                                                     ph, pw, tb, C + O)
+    if dy.shape[0] != N or dy.shape[2] != oh or dy.shape[3] != ow or O < 1:
+        raise ValueError(f"dy must have shape ({N}, O >= 1, {oh}, {ow}), got {tuple(dy.shape)[:4]}")
+    dtype = np.float32 if floating is float else np.float64
+    if T == 0 or C == 0:
+        return np.zeros((a * a, O, C), dtype=dtype)
+    acc_arr = np.zeros((nw, a * a, O, C), dtype=dtype)
+    cdef floating[:, :, :, ::1] acc = acc_arr
+    cdef floating[:, :, :, ::1] vb, dmb
+    vb, dmb = _block_buffers(nw, a, C, O, tb, dtype)
+    cdef floating[:, :, :, ::1] no_y = None
+    cdef const floating[:, :, ::1] no_u = None
+    cdef const floating[::1] no_bias = None
+    cdef int kin = _kind(np.asarray(BT)), kdy = _kind(np.asarray(A))
+    _load_blas()
+    with _blas.single_threaded(), nogil:
+        _block_loop(1, x, dy, no_u, no_bias, 0, &BT[0, 0], &A[0, 0], a, m, ph, pw, th, tw, T, tb,
+                    nblocks, nw, vb, dmb, no_y, acc, kin, kdy)
+    return acc_arr[0] if nw == 1 else acc_arr.sum(axis=0)
 
 
 def winograd_filter_in(const floating[:, :, :, ::1] w, const floating[:, ::1] G):

@@ -1,95 +1,160 @@
-"""Numba twins of the Winograd transforms of ``fastconv.winograd`` (docs/KERNELS.md).
+"""Numba twins of the Winograd kernels of ``fastconv.winograd`` (docs/KERNELS.md).
 
-Same four functions and signatures as the reference. Each runs an ``@njit(parallel=True)``
-kernel with ``prange`` over rows of tiles (one (n, c, tile-row) per task; output channels for
-the filter transforms); inside a task the tile index is the innermost loop, so LLVM vectorises
-over tiles and each of the a*a positions is written as a contiguous run of tiles: the GEMM
-operands come out in the (a*a, channels, tiles) layout BLAS reads. Every task writes its own
-elements only. Shapes and integer arguments are checked before a kernel runs; reads outside
-the image are the zero padding, so no argument reads or writes out of bounds.
+Same four functions and signatures as the reference: the two filter transforms and the two
+fused, cache-blocked convolution kernels. The tiles (``t = (n*th + ti)*tw + tj``) are cut into
+blocks of ``tb`` consecutive tiles; ``@njit(parallel=True)`` workers (``prange``) take blocks in
+turn (worker w: blocks w, w + nw, ...), and for each block a worker transforms the block's
+input tiles into ``Vb (a*a, C, nt)`` (tiles contiguous), runs the a*a GEMMs with ``np.dot``
+(which Numba sends to scipy's BLAS, single-threaded inside the loop: ``fastconv._blas``), and
+transforms the products straight into y (+ bias), or, for the weight gradient, adds
+``dMb Vb^T`` into its own accumulator (summed over workers at the end). Every worker writes
+its own elements only. Shapes and integer arguments are checked before a kernel runs; reads
+outside the image are the zero padding, so no argument reads or writes out of bounds.
 """
 import numpy as np
 from numba import njit, prange
 
+from fastconv import _blas
 from fastconv._validate import check_index
 
-from .numba_kernels import _launch  # and so numba_kernels' grain size (fc.set_grain_size)
+from . import numba_kernels as _kernels  # the grain size and thread count (fc.set_grain_size)
 
 NAME = "numba"
 _JIT = dict(parallel=True, cache=True, fastmath=False, nogil=True)
+_SERIAL = dict(cache=True, fastmath=False, nogil=True)
 _AMAX = 8
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+get_num_threads = _kernels.get_num_threads
 
 
-@njit(**_JIT)
-def _tiles_in(x, L, m, ph, pw, th, tw, out):
-    n_img, C, H, W = x.shape
+@njit(**_SERIAL)
+def _lmul_swap(L, src, dst):
+    """dst[q, u, k] = sum_i L[u, i] src[i, q, k] (zero entries of L skipped): src (r, Q, K),
+    dst (Q, a, K). Applied twice it is the 2-D transform: L d L^T with (u, v) in that order."""
     a, r = L.shape
-    cols = (tw - 1) * m + r
-    for task in prange(n_img * C * th):
-        ti = task % th
-        c = (task // th) % C
-        n = task // (th * C)
-        seg = np.zeros((r, cols), dtype=x.dtype)  # the r input rows of this tile row, padded
-        for i in range(r):
-            row = ti * m + i - ph
-            if 0 <= row < H:
-                for k in range(cols):
-                    col = k - pw
-                    if 0 <= col < W:
-                        seg[i, k] = x[n, c, row, col]
-        t1 = np.zeros((r, a, tw), dtype=x.dtype)  # row pass: t1[i, v] = sum_j L[v, j] d[i, j]
-        for i in range(r):
-            for v in range(a):
-                for j in range(r):
-                    cf = L[v, j]
-                    if cf != 0:
-                        for tj in range(tw):
-                            t1[i, v, tj] += cf * seg[i, tj * m + j]
-        t0 = (n * th + ti) * tw
+    dst[...] = 0
+    for q in range(src.shape[1]):
         for u in range(a):
-            for v in range(a):
-                acc = np.zeros(tw, dtype=x.dtype)
-                for i in range(r):
-                    cf = L[u, i]
-                    if cf != 0:
-                        for tj in range(tw):
-                            acc[tj] += cf * t1[i, v, tj]
-                out[u * a + v, c, t0:t0 + tw] = acc
+            for i in range(r):
+                cf = L[u, i]
+                if cf != 0:
+                    for k in range(src.shape[2]):
+                        dst[q, u, k] += cf * src[i, q, k]
+
+
+@njit(**_SERIAL)
+def _tile_row_segments(t0, nt, th, tw):
+    """(n, ti, tj, seg) of the runs of tiles [t0, t0 + nt) that share a tile row."""
+    runs = []
+    t = t0
+    while t < t0 + nt:
+        n = t // (th * tw)
+        ti = (t - n * th * tw) // tw
+        tj = t - (n * th + ti) * tw
+        seg = min(tw - tj, t0 + nt - t)
+        runs.append((n, ti, tj, seg))
+        t += seg
+    return runs
+
+
+@njit(**_SERIAL)
+def _worker_blocks(w, nw, tb, T):
+    """(t0, nt) of the blocks of worker w: blocks w, w + nw, ... of tb tiles (the last may be
+    shorter) out of T."""
+    return [(t0, min(tb, T - t0)) for t0 in range(w * tb, T, nw * tb)]
+
+
+@njit(**_SERIAL)
+def _tiles_in_block(x, L, m, ph, pw, th, tw, t0, nt, out):
+    """out[u*a + v, c, t - t0] = V[u*a + v, c, t] of tiles_in(x, L, m, ph, pw, th, tw), for
+    t0 <= t < t0 + nt; out (a*a, C, nt)."""
+    _, C, H, W = x.shape
+    a, r = L.shape
+    off = 0
+    for n, ti, tj, seg in _tile_row_segments(t0, nt, th, tw):
+        cols = (seg - 1) * m + r
+        col0 = tj * m - pw                            # image column of the run's first read
+        k0, k1 = max(0, -col0), min(cols, W - col0)   # the part of [0, cols) inside the image
+        rows = np.zeros((r, cols), dtype=x.dtype)     # the run's r input rows, zero-padded
+        d = np.empty((r, r, seg), dtype=x.dtype)      # d[i, j, k]: tile k, row i, column j
+        t1 = np.empty((r, a, seg), dtype=x.dtype)
+        res = np.empty((a, a, seg), dtype=x.dtype)
+        for c in range(C):
+            for i in range(r):
+                row = ti * m + i - ph
+                if 0 <= row < H and k0 < k1:
+                    rows[i, k0:k1] = x[n, c, row, col0 + k0:col0 + k1]
+                else:
+                    rows[i] = 0
+                for j in range(r):
+                    for k in range(seg):
+                        d[i, j, k] = rows[i, k * m + j]
+            _lmul_swap(L, d, t1)      # t1[j, u, k] = sum_i L[u, i] d[i, j, k]
+            _lmul_swap(L, t1, res)    # res[u, v, k] = sum_j L[v, j] t1[j, u, k]
+            for u in range(a):
+                for v in range(a):
+                    out[u * a + v, c, off:off + seg] = res[u, v]
+        off += seg
+
+
+@njit(**_SERIAL)
+def _tiles_out_block(mb, R, th, tw, t0, nt, bias, has_bias, y):
+    """y[n, o, ti*m + i, tj*m + j] = sum_{u,v} R[i,u] R[j,v] mb[u*a + v, o, t - t0] (+ bias[o]),
+    cropped to y's (oh, ow), for the tiles t0 <= t < t0 + nt; mb (a*a, O, nt)."""
+    m, a = R.shape
+    _, O, oh, ow = y.shape
+    off = 0
+    for n, ti, tj, seg in _tile_row_segments(t0, nt, th, tw):
+        src = np.empty((a, a, seg), dtype=mb.dtype)
+        t1 = np.empty((a, m, seg), dtype=mb.dtype)
+        res = np.empty((m, m, seg), dtype=mb.dtype)
+        for o in range(O):
+            for u in range(a):
+                for v in range(a):
+                    src[u, v] = mb[u * a + v, o, off:off + seg]
+            _lmul_swap(R, src, t1)    # t1[v, i, k] = sum_u R[i, u] src[u, v, k]
+            _lmul_swap(R, t1, res)    # res[i, j, k] = sum_v R[j, v] t1[v, i, k]
+            b = bias[o] if has_bias else 0
+            for i in range(m):
+                row = ti * m + i
+                if row >= oh:
+                    break
+                for k in range(seg):
+                    for j in range(m):
+                        col = (tj + k) * m + j
+                        if col < ow:
+                            y[n, o, row, col] = res[i, j, k] + b
+        off += seg
 
 
 @njit(**_JIT)
-def _tiles_out(M, R, n_img, oh, ow, th, tw, y):
-    m, a = R.shape
-    O = M.shape[1]
-    for task in prange(n_img * O * th):
-        ti = task % th
-        o = (task // th) % O
-        b = task // (th * O)
-        t0 = (b * th + ti) * tw
-        t1 = np.zeros((a, m, tw), dtype=M.dtype)  # t1[u, j] = sum_v R[j, v] M[u, v]
-        for u in range(a):
-            for j in range(m):
-                for v in range(a):
-                    cf = R[j, v]
-                    if cf != 0:
-                        for tj in range(tw):
-                            t1[u, j, tj] += cf * M[u * a + v, o, t0 + tj]
-        row_buf = np.empty(tw * m, dtype=M.dtype)
-        for i in range(m):
-            row = ti * m + i
-            if row >= oh:
-                break
-            for j in range(m):
-                acc = np.zeros(tw, dtype=M.dtype)
-                for u in range(a):
-                    cf = R[i, u]
-                    if cf != 0:
-                        for tj in range(tw):
-                            acc[tj] += cf * t1[u, j, tj]
-                for tj in range(tw):
-                    row_buf[tj * m + j] = acc[tj]
-            y[b, o, row, :] = row_buf[:ow]
+def _conv(x, U, bias, has_bias, BT, AT, ph, pw, th, tw, tb, nw, y):
+    m = AT.shape[0]
+    aa, O, C = U.shape
+    for w in prange(nw):
+        for t0, nt in _worker_blocks(w, nw, tb, x.shape[0] * th * tw):
+            vb = np.empty((aa, C, nt), dtype=x.dtype)
+            mb = np.empty((aa, O, nt), dtype=x.dtype)
+            _tiles_in_block(x, BT, m, ph, pw, th, tw, t0, nt, vb)
+            for xi in range(aa):  # M[xi] (O, nt) = U[xi] (O, C) @ Vb[xi] (C, nt)
+                np.dot(U[xi], vb[xi], mb[xi])
+            _tiles_out_block(mb, AT, th, tw, t0, nt, bias, has_bias, y)
+
+
+@njit(**_JIT)
+def _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc):
+    m = A.shape[1]
+    nw, aa, O, C = acc.shape
+    for w in prange(nw):
+        part = np.empty((O, C), dtype=x.dtype)
+        for t0, nt in _worker_blocks(w, nw, tb, x.shape[0] * th * tw):
+            vb = np.empty((aa, C, nt), dtype=x.dtype)
+            dmb = np.empty((aa, O, nt), dtype=x.dtype)
+            _tiles_in_block(x, BT, m, ph, pw, th, tw, t0, nt, vb)
+            _tiles_in_block(dy, A, m, 0, 0, th, tw, t0, nt, dmb)
+            for xi in range(aa):  # dU[xi] (O, C) += dMb[xi] (O, nt) @ Vb[xi]^T (nt, C)
+                np.dot(dmb[xi], vb[xi].T, part)
+                acc[w, xi] += part
 
 
 @njit(**_JIT)
@@ -130,40 +195,70 @@ def _matrix(mat, name, dtype):
     return mat
 
 
-def _tiles(m, th, tw):
-    """Ints in [1, INDEX_MAX] (fastconv._validate), so no index product wraps int64."""
-    return [check_index(v, name, 1) for v, name in ((m, "m"), (th, "th"), (tw, "tw"))]
-
-
-def winograd_tiles_in(x, L, m, ph, pw, th, tw):
-    """x (N, C, H, W), L (a, r) -> V (a*a, C, N*th*tw); see fastconv.winograd.winograd_tiles_in."""
-    x = _array(x, "x", 4)
-    L = _matrix(L, "L", x.dtype)
-    m, th, tw = _tiles(m, th, tw)
+def _grid(x, BT, AT, ph, pw, tb):
+    """Checks shared by both kernels; returns ``(oh, ow, th, tw, T, tb, nw)``, tb <= T, nw the
+    number of workers. Ints lie in [0 or 1, INDEX_MAX] (fastconv._validate), so no index
+    product wraps int64."""
+    n, c, h, w = x.shape
+    a, m = BT.shape[0], AT.shape[0]
+    if BT.shape[1] != a or AT.shape[1] != a or m >= a:
+        raise ValueError(f"BT must be a x a and A^T m x a with m < a, got {BT.shape} and {AT.shape}")
     ph, pw = check_index(ph, "ph", 0), check_index(pw, "pw", 0)
-    n, c, _, _ = x.shape
-    a = L.shape[0]
-    out = np.empty((a * a, c, n * th * tw), dtype=x.dtype)
-    _launch(_tiles_in, out.size, x, L, m, ph, pw, th, tw, out)
-    return out
+    tb = check_index(tb, "tb", 1)
+    oh, ow = h + 2 * ph - (a - m), w + 2 * pw - (a - m)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"the padded input ({h + 2 * ph}x{w + 2 * pw}) is smaller than the kernel")
+    th, tw = -(-oh // m), -(-ow // m)
+    T = check_index(n * th * tw, "the number of tiles", 0)
+    check_index(oh * ow, "the output size oh*ow", 1)
+    tb = max(1, min(tb, T))
+    work = a * a * (c + 1) * T
+    threads = 1 if work < _kernels.get_grain_size() else _kernels.get_num_threads()
+    return ph, pw, oh, ow, th, tw, T, tb, max(1, min(threads, -(-T // tb)))
 
 
-def winograd_tiles_out(M, R, n, oh, ow, th, tw):
-    """M (a*a, O, n*th*tw), R (m, a) -> y (n, O, oh, ow); see fastconv.winograd.winograd_tiles_out."""
-    M = _array(M, "M", 3)
-    R = _matrix(R, "R", M.dtype)
-    m, a = R.shape
-    _, th, tw = _tiles(m, th, tw)
-    n = check_index(n, "n", 1)
-    if M.shape[0] != a * a or M.shape[2] != n * th * tw:
-        raise ValueError(f"M must have shape ({a * a}, O, {n * th * tw}) for n={n}, th={th}, "
-                         f"tw={tw}, got {M.shape}")
-    if not ((th - 1) * m < oh <= th * m and (tw - 1) * m < ow <= tw * m):
-        raise ValueError(f"a {th}x{tw} grid of {m}x{m} tiles does not cover exactly an "
-                         f"{oh}x{ow} output")
-    y = np.empty((n, M.shape[1], oh, ow), dtype=M.dtype)
-    _launch(_tiles_out, M.size, M, R, n, oh, ow, th, tw, y)
+def winograd_conv(x, U, bias, BT, AT, ph, pw, tb):
+    """x (N, C, H, W), U (a*a, O, C), bias (O,) or None -> y (N, O, H+2ph-2, W+2pw-2);
+    see fastconv.winograd.winograd_conv. tb: tiles per block."""
+    x = _array(x, "x", 4)
+    U = _array(U, "U", 3)
+    BT, AT = _matrix(BT, "BT", x.dtype), _matrix(AT, "AT", x.dtype)
+    ph, pw, oh, ow, th, tw, T, tb, nw = _grid(x, BT, AT, ph, pw, tb)
+    a, (n, c) = BT.shape[0], x.shape[:2]
+    if U.dtype != x.dtype or U.shape[0] != a * a or U.shape[2] != c or U.shape[1] < 1:
+        raise ValueError(f"U must be {x.dtype} of shape ({a * a}, O >= 1, {c}), got {U.dtype} {U.shape}")
+    o = U.shape[1]
+    has_bias = bias is not None
+    if has_bias and (_array(bias, "bias", 1).dtype != x.dtype or bias.shape[0] != o):
+        raise ValueError(f"bias must be {x.dtype} with {o} entries")
+    y = np.empty((n, o, oh, ow), dtype=x.dtype)
+    if T == 0 or c == 0:
+        y[...] = bias[:, None, None] if has_bias else 0
+        return y
+    with _blas.single_threaded():
+        _conv(x, U, bias if has_bias else np.zeros(o, x.dtype), has_bias, BT, AT, ph, pw, th, tw,
+              tb, nw, y)
     return y
+
+
+def winograd_filter_grad(x, dy, BT, A, ph, pw, tb):
+    """x (N, C, H, W), dy (N, O, oh, ow) -> dU (a*a, O, C); see
+    fastconv.winograd.winograd_filter_grad. Each worker sums its blocks into its own dU; the
+    workers' sums are added at the end."""
+    x, dy = _array(x, "x", 4), _array(dy, "dy", 4)
+    BT, A = _matrix(BT, "BT", x.dtype), _matrix(A, "A", x.dtype)
+    if dy.dtype != x.dtype:
+        raise TypeError(f"dy must have dtype {x.dtype}, got {dy.dtype}")
+    ph, pw, oh, ow, th, tw, T, tb, nw = _grid(x, BT, np.ascontiguousarray(A.T), ph, pw, tb)
+    a, (n, c), o = BT.shape[0], x.shape[:2], dy.shape[1]
+    if dy.shape != (n, o, oh, ow) or o < 1:
+        raise ValueError(f"dy must have shape ({n}, O >= 1, {oh}, {ow}), got {dy.shape}")
+    if T == 0 or c == 0:
+        return np.zeros((a * a, o, c), dtype=x.dtype)
+    acc = np.zeros((nw, a * a, o, c), dtype=x.dtype)
+    with _blas.single_threaded():
+        _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc)
+    return acc[0] if nw == 1 else acc.sum(axis=0)
 
 
 def winograd_filter_in(w, G):
@@ -174,7 +269,7 @@ def winograd_filter_in(w, G):
     if w.shape[2:] != (r, r):
         raise ValueError(f"w must have {r}x{r} filters for a G with {r} columns, got {w.shape[2:]}")
     out = np.empty(w.shape[:2] + (a, a), dtype=w.dtype)
-    _launch(_sandwich_all, out.size, w, G, out)
+    _kernels._launch(_sandwich_all, out.size, w, G, out)
     return np.ascontiguousarray(out.reshape(w.shape[0], w.shape[1], a * a).transpose(2, 0, 1))
 
 
@@ -187,5 +282,5 @@ def winograd_filter_out(dU, GT):
         raise ValueError(f"dU must have {a * a} positions for a GT with {a} columns, got {dU.shape[0]}")
     g = np.ascontiguousarray(dU.reshape(a, a, dU.shape[1], dU.shape[2]).transpose(2, 3, 0, 1))
     out = np.empty(g.shape[:2] + (r, r), dtype=dU.dtype)
-    _launch(_sandwich_all, out.size, g, GT, out)
+    _kernels._launch(_sandwich_all, out.size, g, GT, out)
     return out

@@ -7,7 +7,7 @@ convolutions, which run backend kernels).
 """
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import fastconv as fc
@@ -75,6 +75,11 @@ class _TorchGate(tnn.Module):
 def test_residual_parity(backend, dtype, n, cin, cout, hw, stride, identity, seed, train):
     if identity:
         cout, stride = cin, 1
+    side = (hw - 1) // stride + 1
+    # A training-mode BatchNorm over fewer than 8 values per channel is ill-conditioned in float32:
+    # its input gradient is a cancellation scaled by 1/std (exactly 0 for 2 values), so float32
+    # rounding alone exceeds 1e-5 against float64 torch (seen: n=2, hw=2, stride 2 -> 2 values).
+    assume(identity or not train or n * side * side >= 8)
     fc.manual_seed(seed)
     main = fc.nn.Sequential(fc.nn.BatchNorm2d(cin, dtype=dtype), fc.nn.Conv2d(cin, cout, 3, stride, 1, dtype=dtype),
                             fc.nn.PReLU(cout, dtype=dtype))

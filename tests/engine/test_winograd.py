@@ -84,63 +84,191 @@ def test_float64_matrices_are_rounded_once():
         wino.matrices(3)
 
 
-# ----------------------------------------------------------------------------- transforms
+# ----------------------------------------------------------------------------- kernels
 COMPILED = [b for b in BACKENDS if b != "reference"]
+KERNEL_TOL = {np.dtype(np.float64): 1e-13, np.dtype(np.float32): 2e-6}
+
+
+def _kernel_case(k, dtype, n, c, o, h, w, ph, pw, m, tb, seed=0):
+    """The fused kernels of module ``k`` with ``tb`` tiles per block against fastconv.winograd
+    (which does all tiles at once); returns the worst error."""
+    rng = np.random.default_rng(seed)
+    at, g, bt = wino.matrices(m, dtype)
+    a_mat = np.ascontiguousarray(at.T)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    u = rng.standard_normal(((m + 2) ** 2, o, c)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype)
+    oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
+    dy = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    worst = 0.0
+    for got, ref in ((k.winograd_conv(x, u, bias, bt, at, ph, pw, tb),
+                      wino.winograd_conv(x, u, bias, bt, at, ph, pw, tb)),
+                     (k.winograd_conv(x, u, None, bt, at, ph, pw, tb),
+                      wino.winograd_conv(x, u, None, bt, at, ph, pw, tb)),
+                     (k.winograd_filter_grad(x, dy, bt, a_mat, ph, pw, tb),
+                      wino.winograd_filter_grad(x, dy, bt, a_mat, ph, pw, tb))):
+        assert got.dtype == dtype and got.shape == ref.shape
+        err = error(got, ref, np.float32)
+        assert err <= KERNEL_TOL[np.dtype(dtype)], (err, tb)
+        worst = max(worst, err)
+    return worst
 
 
 @pytest.mark.parametrize("backend_name", COMPILED)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @fuzz(12)
-@given(n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 23), w=st.integers(1, 40),
-       ph=st.integers(0, 2), pw=st.integers(0, 2), m=st.sampled_from(wino.TILE_SIZES),
+@given(n=st.integers(1, 3), c=st.integers(1, 5), o=st.integers(1, 5), h=st.integers(1, 23),
+       w=st.integers(1, 40), ph=st.integers(0, 2), pw=st.integers(0, 2),
+       m=st.sampled_from(wino.TILE_SIZES), tb=st.sampled_from([1, 3, 8, 13, 64, 10**6]),
        seed=st.integers(0, 2**16))
-def test_compiled_transforms_match_reference(backend_name, dtype, n, c, h, w, ph, pw, m, seed):
-    """The four contract functions of each compiled backend against fastconv.winograd."""
-    ref, k = wino, conv_winograd.winograd_module(backend_name)
-    rng = np.random.default_rng(seed)
-    at, g, bt = wino.matrices(m, dtype)
-    hp, wp = h + 2 * ph, w + 2 * pw
-    if hp < 3 or wp < 3:
+def test_compiled_kernels_match_reference(backend_name, dtype, n, c, o, h, w, ph, pw, m, tb, seed):
+    """The fused conv and weight-gradient kernels of each compiled backend against the
+    reference, for block sizes that cut tile rows and images anywhere."""
+    if h + 2 * ph < 3 or w + 2 * pw < 3:
         return
-    oh, ow = hp - 2, wp - 2
-    th, tw = wino.tile_grid(oh, ow, m)
-    tol = 1e-13 if dtype == np.float64 else 2e-6
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    for L in (bt, np.ascontiguousarray(at.T)):  # input transform; dy transform (r = m)
-        pad = (ph, pw) if L is bt else (0, 0)
-        got = k.winograd_tiles_in(x, L, m, *pad, th, tw)
-        assert got.dtype == dtype
-        assert error(got, ref.winograd_tiles_in(x, L, m, *pad, th, tw), np.float32) <= tol
-    prod = rng.standard_normal(((m + 2) ** 2, c, n * th * tw)).astype(dtype)
-    assert error(k.winograd_tiles_out(prod, at, n, oh, ow, th, tw),
-                 ref.winograd_tiles_out(prod, at, n, oh, ow, th, tw), np.float32) <= tol
-    wt = rng.standard_normal((c + 1, c, 3, 3)).astype(dtype)
-    assert error(k.winograd_filter_in(wt, g), ref.winograd_filter_in(wt, g), np.float32) <= tol
-    du = rng.standard_normal(((m + 2) ** 2, c + 1, c)).astype(dtype)
-    gt = np.ascontiguousarray(g.T)
-    assert error(k.winograd_filter_out(du, gt), ref.winograd_filter_out(du, gt), np.float32) <= tol
+    _kernel_case(conv_winograd.winograd_module(backend_name), dtype, n, c, o, h, w, ph, pw, m, tb, seed)
 
 
 @pytest.mark.parametrize("backend_name", COMPILED)
-def test_transforms_reject_inconsistent_sizes(backend_name):
-    """Direct calls to the compiled transforms cannot index out of bounds (the reference
+@pytest.mark.parametrize("m", wino.TILE_SIZES)
+@pytest.mark.parametrize("case", [
+    dict(n=2, c=3, o=2, h=9, w=11, ph=1, pw=1, tb=5),    # T = 2*3*3 = 18 (m=4): not a multiple of tb
+    dict(n=1, c=2, o=3, h=7, w=7, ph=1, pw=0, tb=1),     # one tile per block
+    dict(n=1, c=2, o=2, h=3, w=3, ph=0, pw=0, tb=8),     # a single tile (1x1 output)
+    dict(n=2, c=1, o=1, h=1, w=1, ph=2, pw=2, tb=2),     # width 1, padding 2
+    dict(n=1, c=2, o=2, h=2, w=2, ph=1, pw=2, tb=3),     # width 2
+    dict(n=3, c=2, o=2, h=3, w=3, ph=0, pw=1, tb=4),     # width 3, padding 0 / 1
+    dict(n=2, c=4, o=3, h=13, w=17, ph=2, pw=0, tb=7),   # a block spans tile rows and images
+], ids=["ragged", "tb1", "one-tile", "w1", "w2", "w3", "spans"])
+def test_block_boundaries(backend_name, m, case):
+    k = conv_winograd.winograd_module(backend_name)
+    for dtype in (np.float64, np.float32):
+        _kernel_case(k, dtype, m=m, **case)
+
+
+@pytest.mark.parametrize("backend_name", COMPILED)
+def test_weight_gradient_reduction_over_threads(backend_name):
+    """dU summed by one worker or by two (per-worker accumulators, added at the end) agree
+    within rounding, and both match the reference."""
+    k = conv_winograd.winograd_module(backend_name)
+    rng = np.random.default_rng(7)
+    at, _, bt = wino.matrices(4, np.float32)
+    x = rng.standard_normal((2, 6, 20, 20)).astype(np.float32)
+    dy = rng.standard_normal((2, 5, 20, 20)).astype(np.float32)
+    ref = wino.winograd_filter_grad(x, dy, bt, np.ascontiguousarray(at.T), 1, 1, None)
+    got = {}
+    previous = k.get_num_threads()
+    try:
+        fc.set_grain_size(0)
+        for threads in (1, 2):
+            fc.set_num_threads(threads)
+            got[threads] = k.winograd_filter_grad(x, dy, bt, np.ascontiguousarray(at.T), 1, 1, 8)
+    finally:
+        fc.set_num_threads(previous)
+        fc.set_grain_size(None)
+    for threads, du in got.items():
+        assert error(du, ref, np.float32) <= 2e-6, threads
+    assert error(got[1], got[2], np.float32) <= 2e-6
+
+
+@pytest.mark.parametrize("backend_name", COMPILED)
+def test_blas_runs_on_one_thread_inside_the_kernels(backend_name, monkeypatch):
+    """Whatever BLAS thread count the caller set, the kernels' GEMMs see 1 (no
+    oversubscription), and the caller's setting is back after the call."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from fastconv import _blas
+
+    k = conv_winograd.winograd_module(backend_name)
+    seen = []
+    monkeypatch.setattr(_blas, "probe", lambda: seen.append(
+        [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]))
+    at, _, bt = wino.matrices(2, np.float64)
+    x, u = np.ones((1, 2, 6, 6)), np.ones((16, 3, 2))
+    with threadpool_limits(2, user_api="blas"):
+        k.winograd_conv(x, u, None, bt, at, 1, 1, 4)
+        k.winograd_filter_grad(x, np.ones((1, 3, 6, 6)), bt, np.ascontiguousarray(at.T), 1, 1, 4)
+        after = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    assert len(seen) == 2 and all(counts and set(counts) == {1} for counts in seen), seen
+    assert after and set(after) == {2}
+
+
+@pytest.mark.parametrize("backend_name", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@fuzz(6)
+@given(c=st.integers(1, 5), o=st.integers(1, 5), m=st.sampled_from(wino.TILE_SIZES),
+       seed=st.integers(0, 2**16))
+def test_compiled_filter_transforms_match_reference(backend_name, dtype, c, o, m, seed):
+    k = conv_winograd.winograd_module(backend_name)
+    rng = np.random.default_rng(seed)
+    _, g, _ = wino.matrices(m, dtype)
+    wt = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    assert error(k.winograd_filter_in(wt, g), wino.winograd_filter_in(wt, g), np.float32) <= KERNEL_TOL[np.dtype(dtype)]
+    du = rng.standard_normal(((m + 2) ** 2, o, c)).astype(dtype)
+    gt = np.ascontiguousarray(g.T)
+    assert error(k.winograd_filter_out(du, gt), wino.winograd_filter_out(du, gt), np.float32) <= KERNEL_TOL[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("backend_name", COMPILED)
+def test_kernels_reject_inconsistent_sizes(backend_name):
+    """Direct calls to the compiled kernels cannot index out of bounds (the reference
     trusts its caller, fastconv.conv_winograd, as the other reference kernels do)."""
     k = conv_winograd.winograd_module(backend_name)
     at, g, bt = wino.matrices(2)
-    with pytest.raises(ValueError, match="cover"):
-        k.winograd_tiles_out(np.zeros((16, 2, 4)), at, 1, 9, 4, 2, 2)  # 9 rows from 2 tile rows
-    with pytest.raises(ValueError, match="shape"):
-        k.winograd_tiles_out(np.zeros((16, 2, 5)), at, 1, 4, 4, 2, 2)
+    a_mat = np.ascontiguousarray(at.T)
+    x, u = np.zeros((1, 2, 4, 4)), np.zeros((16, 3, 2))
+    with pytest.raises(ValueError, match="U must"):
+        k.winograd_conv(x, np.zeros((16, 3, 5)), None, bt, at, 0, 0, 4)   # channels differ
+    with pytest.raises(ValueError, match="U must"):
+        k.winograd_conv(x, np.zeros((9, 3, 2)), None, bt, at, 0, 0, 4)    # a*a positions
+    with pytest.raises(ValueError, match="bias"):
+        k.winograd_conv(x, u, np.zeros(4), bt, at, 0, 0, 4)
     with pytest.raises(ValueError):
-        k.winograd_tiles_in(np.zeros((1, 1, 4, 4)), np.zeros((9, 9)), 2, 0, 0, 1, 1)
-    with pytest.raises(ValueError):
-        k.winograd_tiles_in(np.zeros((1, 1, 4, 4)), bt, 2, 0, 0, 0, 1)
+        k.winograd_conv(x, u, None, np.zeros((9, 9)), at, 0, 0, 4)
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        k.winograd_conv(np.zeros((1, 2, 1, 4)), u, None, bt, at, 0, 0, 4)
+    with pytest.raises(ValueError, match="dy must"):
+        k.winograd_filter_grad(x, np.zeros((1, 3, 3, 2)), bt, a_mat, 0, 0, 4)
     with pytest.raises(ValueError):
         k.winograd_filter_in(np.zeros((2, 2, 5, 5)), g)
-    for bad in (dict(ph=-1), dict(ph=2**40), dict(th=2**40)):  # past the index limit
-        args = dict(ph=0, pw=0, th=1, tw=1) | bad
+    for bad in (dict(ph=-1), dict(ph=2**40), dict(tb=0), dict(tb=2**40)):  # past the index limit
+        args = dict(ph=0, pw=0, tb=4) | bad
         with pytest.raises(ValueError):
-            k.winograd_tiles_in(np.zeros((1, 1, 4, 4)), bt, 2, args["ph"], args["pw"], args["th"], args["tw"])
+            k.winograd_conv(x, u, None, bt, at, args["ph"], args["pw"], args["tb"])
+        with pytest.raises(ValueError):
+            k.winograd_filter_grad(x, np.zeros((1, 3, 3, 3)), bt, a_mat, args["ph"], args["pw"], args["tb"])
+
+
+def test_block_size_follows_the_l2_cache():
+    """tb: twice the L2 over the bytes a tile occupies in the block buffers, clipped."""
+    tb = conv_winograd.block_tiles(64, 64, 4, 4, l2_bytes=2 << 20)
+    assert tb == (4 << 20) // (36 * 128 * 4) // 8 * 8 == 224
+    assert conv_winograd.block_tiles(64, 64, 4, 4, l2_bytes=1 << 20) == 112
+    assert conv_winograd.block_tiles(512, 512, 4, 8, l2_bytes=1 << 18) == conv_winograd.MIN_BLOCK_TILES
+    assert conv_winograd.block_tiles(1, 1, 2, 4, l2_bytes=1 << 30) == conv_winograd.MAX_BLOCK_TILES
+
+
+def test_l2_cache_size_is_read_or_falls_back(monkeypatch, tmp_path):
+    from fastconv import cpu_cache
+
+    assert cpu_cache._parse_size("512K\n") == 512 * 1024 and cpu_cache._parse_size("2M") == 2 << 20
+    assert cpu_cache._parse_size("junk") is None
+    for idx, (level, kind, size) in enumerate([("1", "Data", "32K"), ("2", "Unified", "1024K")]):
+        d = tmp_path / f"index{idx}"
+        d.mkdir()
+        (d / "level").write_text(level)
+        (d / "type").write_text(kind)
+        (d / "size").write_text(size)
+    monkeypatch.setattr(cpu_cache, "_SYSFS", str(tmp_path))
+    cpu_cache.l2_cache_bytes.cache_clear()
+    try:
+        assert cpu_cache.l2_cache_bytes() == 1 << 20
+        monkeypatch.setattr(cpu_cache, "_SYSFS", str(tmp_path / "missing"))
+        monkeypatch.setattr(cpu_cache.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+        cpu_cache.l2_cache_bytes.cache_clear()
+        assert cpu_cache.l2_cache_bytes() == cpu_cache.FALLBACK_L2_BYTES
+    finally:
+        cpu_cache.l2_cache_bytes.cache_clear()
 
 
 # ----------------------------------------------------------------------------- parity vs torch
