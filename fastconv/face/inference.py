@@ -12,18 +12,18 @@ the batch run through the whole network in chunks, a convolution algorithm per l
   computed once per input size;
 * BN -> Flatten -> Linear -> BN1d: one Linear, ``W' = s2 W diag(s1)``, ``b' = s2 (W t1 + b - mean2) + beta2``.
 
-The folding is done in float64 and cast to the model's dtype once. Convolutions run as
-``fastconv.conv_algo.conv2d_forward`` with the layer's algorithm: im2col everywhere except 3x3
-stride-1 convolutions, which take ``algo``; ``"auto"`` (the default) times the forward alone of
-im2col, Winograd F(2x2) and F(4x4) on the first input of each geometry (input and weight shapes,
-dtype, backend; best of 3) and keeps the fastest for the process: the right choice differs by
-backend and layer width. Output maps of at most :data:`ONE_GEMM_AREA` pixels run im2col as one
-GEMM over the chunk instead of one thin GEMM per image. ``chunk`` images go through the whole
+The folding is done in float64 and cast to the model's dtype once. Each convolution runs one of
+:data:`ALGOS`: ``fastconv.conv_algo``'s im2col (one GEMM per image), Winograd F(2x2) or F(4x4)
+(3x3 stride 1 only), or ``"im2col_batch"``, im2col with *one* GEMM over the whole chunk (better
+for small output maps, where per-image GEMMs are thin). ``"auto"`` (the default) times the
+forward alone of every applicable one on the first input of each geometry (input and weight
+shapes, stride, padding, dtype, backend; best of 3) and keeps the fastest for the process: the
+right choice differs by backend, layer width and map size. A named algorithm runs where it
+applies, im2col elsewhere. ``chunk`` images go through the whole
 network at a time (by default as many as fit their stem output in :data:`CHUNK_BYTES`), so that a
 layer's column buffer and activations stay cache-sized instead of batch-sized (batch elements are
 independent in eval mode).
 """
-import math
 import time
 
 import numpy as np
@@ -34,13 +34,13 @@ from ..conv_winograd import FilterCache
 from ..nn.module import no_grad
 from .engine_models import IResNet, IBasicBlock
 
-__all__ = ["prepare", "PreparedIResNet", "fold_bn_after", "fold_bn_before", "DEFAULT_ALGO",
+__all__ = ["prepare", "PreparedIResNet", "ALGOS", "applicable", "fold_bn_after", "fold_bn_before", "DEFAULT_ALGO",
            "CHUNK_BYTES"]
 
 DEFAULT_ALGO = "auto"  # for 3x3 stride-1 convolutions; the rest always run im2col
 CHUNK_BYTES = 32 << 20  # default chunk: the images whose stem output fills about this much (L3-sized)
 MAX_CHUNK = 64
-_chosen = {}  # (x shape, w shape, padding, dtype, backend) -> {"algo", "times_ms"}: "auto" decisions
+_chosen = {}  # (x shape, w shape, stride, padding, dtype, backend) -> {"algo", "times_ms"}: "auto" decisions
 
 
 def forward_choices():
@@ -82,11 +82,20 @@ def fold_bn_before(weight, bn):
     return w * s.reshape(1, -1, 1, 1), t
 
 
-ONE_GEMM_AREA = 16  # output maps of at most this many pixels: one GEMM over the whole chunk
+ALGOS = conv_algo.ALGOS + ("im2col_batch",)
 
 
-def _out_area(hw, kernel, stride, padding):
-    return math.prod((n + 2 * p - k) // s + 1 for n, k, s, p in zip(hw, kernel, stride, padding))
+def applicable(kernel_size, stride):
+    """The algorithms of :data:`ALGOS` that can run a conv of this kernel and stride (dilation 1)."""
+    return conv_algo.applicable(kernel_size, stride, (1, 1)) + ["im2col_batch"]
+
+
+def _canonical(algo, kernel_size, stride):
+    """``algo`` as this layer runs it: "auto", or one of ALGOS (im2col where a Winograd one cannot)."""
+    if algo in ("auto", "im2col_batch"):
+        return algo
+    name = conv_algo.check_layer_algo(algo, (3, 3), (1, 1), (1, 1))  # validates the name
+    return name if name in applicable(kernel_size, stride) else "im2col"
 
 
 def _im2col_one_gemm(x, weight, bias, stride, padding):
@@ -120,7 +129,7 @@ class PreparedConv2d(nn.Module):
         self.bias = None if bias is None else np.asarray(bias, dtype)
         self.stride, self.padding = tuple(stride), tuple(padding)
         self.kernel_size = self.weight.shape[2:]
-        self.algo = conv_algo.check_layer_algo(algo, self.kernel_size, self.stride, (1, 1))
+        self.algo = _canonical(algo, self.kernel_size, self.stride)
         self._shift = None if shift is None else (np.asarray(shift, np.float64),
                                                   np.asarray(shift_weight, np.float64))
         self._maps = {}
@@ -138,17 +147,17 @@ class PreparedConv2d(nn.Module):
 
     def _conv(self, x, algo):
         bias = self.bias if self._shift is None else None
-        if algo == "im2col" and _out_area(x.shape[2:], self.kernel_size, self.stride, self.padding) <= ONE_GEMM_AREA:
+        if algo == "im2col_batch":
             return _im2col_one_gemm(x, self.weight, bias, self.stride, self.padding)
         return conv_algo.conv2d_forward(x, self.weight, bias, self.stride, self.padding, 1, algo,
                                         self._filter_cache)[0]
 
     def _choose(self, x):
         """The fastest forward of the applicable algorithms for this input (memoised per process)."""
-        key = (x.shape, self.weight.shape, self.padding, x.dtype.str, _backend.get_backend())
+        key = (x.shape, self.weight.shape, self.stride, self.padding, x.dtype.str, _backend.get_backend())
         if key not in _chosen:
             times = {}
-            for algo in conv_algo.applicable(self.kernel_size, self.stride, (1, 1)):
+            for algo in applicable(self.kernel_size, self.stride):
                 best = float("inf")
                 for i in range(4):  # a warm-up, then best of 3
                     t = time.perf_counter()
@@ -210,17 +219,17 @@ class PreparedBlock(nn.Module):
         w1, b1 = fold_bn_after(w1, None, block.bn2)
         shift_w, _ = fold_bn_after(block.conv1.weight.data, None, block.bn2)
         self.conv1 = PreparedConv2d(w1, b1, block.conv1.stride, block.conv1.padding, dtype,
-                                    _algo_for(block.conv1, algo), shift=t1, shift_weight=shift_w)
+                                    algo, shift=t1, shift_weight=shift_w)
         self.prelu = PreparedPReLU(block.prelu, dtype)
         w2, b2 = fold_bn_after(block.conv2.weight.data, None, block.bn3)
         self.conv2 = PreparedConv2d(w2, b2, block.conv2.stride, block.conv2.padding, dtype,
-                                    _algo_for(block.conv2, algo))
+                                    algo)
         self.se = None if isinstance(block.se, nn.Identity) else block.se
         self.downsample = None
         if block.downsample is not None:
             conv, bn = block.downsample[0], block.downsample[1]
             wd, bd = fold_bn_after(conv.weight.data, None, bn)
-            self.downsample = nn.Sequential(PreparedConv2d(wd, bd, conv.stride, conv.padding, dtype))
+            self.downsample = nn.Sequential(PreparedConv2d(wd, bd, conv.stride, conv.padding, dtype, algo))
 
     def forward(self, x):
         y = self.conv2(self.prelu(self.conv1(x)))
@@ -228,12 +237,6 @@ class PreparedBlock(nn.Module):
             y = self.se(y)
         y += x if self.downsample is None else self.downsample(x)
         return y
-
-
-def _algo_for(conv, algo):
-    """``algo`` for a 3x3 stride-1 convolution, im2col for every other."""
-    applies = conv_algo.constraint("winograd_f4", conv.kernel_size, conv.stride, conv.dilation, conv.groups)
-    return algo if applies is None else "im2col"
 
 
 class PreparedIResNet(nn.Module):
@@ -252,7 +255,7 @@ class PreparedIResNet(nn.Module):
             raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
         self.input_size, self.chunk, self.dtype = net.input_size, chunk, dtype
         w, b = fold_bn_after(net.conv1.weight.data, None, net.bn1)
-        self.conv1 = PreparedConv2d(w, b, net.conv1.stride, net.conv1.padding, dtype, _algo_for(net.conv1, algo))
+        self.conv1 = PreparedConv2d(w, b, net.conv1.stride, net.conv1.padding, dtype, algo)
         self.prelu = PreparedPReLU(net.prelu, dtype)
         for name in ("layer1", "layer2", "layer3", "layer4"):
             setattr(self, name, nn.Sequential(*(PreparedBlock(blk, dtype, algo) for blk in getattr(net, name))))
@@ -286,8 +289,8 @@ class PreparedIResNet(nn.Module):
 def prepare(net, algo=DEFAULT_ALGO, chunk=None):
     """An eval-mode fastconv IResNet -> :class:`PreparedIResNet` (same embeddings to rounding).
 
-    ``algo``: the algorithm of the 3x3 stride-1 convolutions ("auto", "im2col", "winograd_f2",
-    "winograd_f4", "winograd"); ``chunk``: images per pass through the network (None: as many as
+    ``algo``: "auto" (measured per layer geometry), or one of :data:`ALGOS` (or "winograd") for
+    every convolution it applies to, im2col for the others; ``chunk``: images per pass through the network (None: as many as
     fit their stem output in ``CHUNK_BYTES``, at most ``MAX_CHUNK``).
     """
     return PreparedIResNet(net, algo, chunk)

@@ -84,7 +84,7 @@ def test_prepared_prelu_is_exact_and_in_place():
 
 
 # every algorithm on the plain and the SE block; "auto" (the runtime's choice) on every backbone
-CASES = [(b, a) for b in BACKBONES for a in ("im2col", "winograd_f2", "winograd_f4", "auto")
+CASES = [(b, a) for b in BACKBONES for a in inference.ALGOS + ("auto",)
          if a == "auto" or b[0] in ("iresnet18", "se_iresnet18")]
 
 
@@ -113,9 +113,13 @@ def test_auto_records_a_forward_only_choice_per_geometry():
     model = _torch_model("iresnet18", dict(input_size=32, width=0.25))
     net = prepare(convert(model, np.float32), algo="auto", chunk=4)
     net(np.zeros((4, 3, 32, 32), np.float32))
-    choices = [v for k, v in inference.forward_choices().items() if k[0][0] == 4 and k[3] == "<f4"]
-    assert choices and all(c["algo"] in c["times_ms"] for c in choices)
-    assert all(set(c["times_ms"]) == {"im2col", "winograd_f2", "winograd_f4"} for c in choices)
+    mine = {k: v for k, v in inference.forward_choices().items() if k[0][0] == 4 and k[4] == "<f4"}
+    assert all(v["algo"] in v["times_ms"] for v in mine.values())
+    winograd_able = [v for k, v in mine.items() if k[1][2:] == (3, 3) and k[2] == (1, 1)]
+    others = [v for k, v in mine.items() if not (k[1][2:] == (3, 3) and k[2] == (1, 1))]
+    assert winograd_able and others
+    assert all(set(v["times_ms"]) == set(inference.ALGOS) for v in winograd_able)
+    assert all(set(v["times_ms"]) == {"im2col", "im2col_batch"} for v in others)
 
 
 def test_prepare_keeps_no_caches_and_refuses_what_it_cannot_run():
