@@ -50,14 +50,16 @@ def build_parser():
     _add_config_args(p)
     _add_budget_arg(p)
     p.add_argument("--out", default=None, help="run folder (default runs/face/<config>-<protocol>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last.pt (--engine fastconv: last.npz)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--protocol", choices=["view1", "view2"], default=None, help="LFW protocol (default view1)")
     src.add_argument("--root", default=None, help="own data: a folder of identity folders <root>/<name>/*.jpg")
     p.add_argument("--fold", type=int, default=None, help="View 2 test fold 1..10 held out (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--engine", choices=["torch", "fastconv"], default="torch",
-                   help="train on PyTorch (default) or on fastconv's own engine (writes model.npz)")
+                   help="train on PyTorch (default) or on fastconv's own engine (writes model.npz and last.npz; "
+                        "needs no torch)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("info", help="parameters and FLOPs of the backbones")
@@ -126,7 +128,6 @@ def _default_out(*parts):
 
 def cmd_train(args):
     from .config import load_config
-    from .train import train
 
     overrides = list(args.overrides) + _budget_overrides(args)
     if args.root is not None:
@@ -138,22 +139,24 @@ def cmd_train(args):
             raise ValueError("--fold needs --protocol view2")
         overrides.append(f"data.fold={args.fold}")
     cfg = load_config(args.config, overrides)
+    last = "last.npz" if args.engine == "fastconv" else "last.pt"
     if args.resume and args.out is None:
-        raise ValueError("--resume needs --out (the run folder holding last.pt)")
+        raise ValueError(f"--resume needs --out (the run folder holding {last})")
     out = pathlib.Path(args.out) if args.out else _default_out(pathlib.Path(args.config).stem,
                                                                cfg["data"]["protocol"])
-    if args.resume and not (out / "last.pt").is_file():
-        raise ValueError(f"--resume: {out / 'last.pt'} does not exist")
-    if args.engine == "fastconv":
+    if args.resume and not (out / last).is_file():
+        raise ValueError(f"--resume: {out / last} does not exist")
+    if args.engine == "fastconv":  # torch-free: no torch import on this path
         from .engine_train import train_engine
 
-        if args.resume:
-            raise ValueError("--resume is not implemented for --engine fastconv")
-        summary = train_engine(cfg, out, progress=not args.quiet)
+        summary = train_engine(cfg, out, progress=not args.quiet, resume=args.resume)
         summary.pop("backbone")
         print(json.dumps(summary, indent=1))
-        print(f"model: {summary['model']} (best validation EER; run it with verify/embed --model)")
+        print(f"model: {summary['model']} (best validation EER; run it with verify/embed --model); "
+              f"resume with --resume --out {out}")
         return 0
+    from .train import train
+
     summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary, indent=1))
     print(f"checkpoints: {out / 'best.pt'} (best validation EER), {out / 'last.pt'}")

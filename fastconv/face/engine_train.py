@@ -5,22 +5,31 @@ head fine-tune from class-centre weights; SGD with Nesterov momentum, weight dec
 and the head but not on 1-D parameters, linear warm-up then cosine per step, gradient-norm
 clipping), with the backbone (``engine_models``), heads (``engine_heads``), optimiser and
 augmentation (flip, mild resized crop, colour jitter, CutMix, in NumPy) all on fastconv; float32.
-Writes ``model.npz`` (best validation EER; the runtime's format) and ``metrics.jsonl``.
+Writes ``model.npz`` (best validation EER; the runtime's format), ``metrics.jsonl`` and, after
+every epoch, ``last.npz`` (``engine_checkpoint``), from which ``resume`` continues bit for bit.
+Torch-free from the image files on (``prepare`` decodes with Pillow + NumPy). Progress: a tqdm bar
+per epoch in a terminal, one line per epoch otherwise (``progress``).
 
-Options the engine does not implement (AdamW, MixUp, RandomPerspective, DropBlock, head warm-up,
-resume, several processes) are refused with a message naming them.
+Options the engine does not implement (AdamW, MixUp, RandomPerspective, framing jitter, DropBlock,
+head warm-up, bf16/fp16, CUDA, a time budget, TensorBoard, several processes) are refused with a
+message naming them (:func:`check_engine_config`).
 """
 import json
 import math
 import pathlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import nn, optim
+from .. import random as fc_random
+from .config import STAGES
+from .engine_checkpoint import EngineCheckpointError, load_engine_checkpoint, restore_optimizer, save_engine_checkpoint
 from .engine_heads import build_engine_head
 from .engine_models import build_engine_model
 from .runtime import embed_images
+from .progress import epoch_line, progress_bar
 from .schedule import lr_factor
 
 __all__ = ["param_groups", "StageOptimizer", "clip_grad_norm", "train_step", "augment_batch", "cutmix",
@@ -165,13 +174,26 @@ def cutmix(x, labels, num_classes, alpha, rng):
 
 # ----------------------------------------------------------------------------- the loop
 def check_engine_config(cfg):
-    """ValueError naming the options of ``cfg`` the fastconv engine does not train with."""
+    """ValueError naming the options of ``cfg`` the fastconv engine does not train with.
+
+    Ignored because they change no result: ``channels_last``, ``workers``, ``precision = "auto"``
+    (the engine trains in float32, what auto picks on a CPU without native bf16)."""
     bad = []
     if cfg["model"]["dropblock"] > 0:
         bad.append("model.dropblock")
     if cfg["augment"].get("perspective", 0) > 0:
         bad.append("augment.perspective")
-    for stage in ("ce", "arcface"):
+    if cfg["augment"].get("framing", False):
+        bad.append("augment.framing")
+    if cfg["precision"] in ("bf16", "fp16"):
+        bad.append(f"precision={cfg['precision']} (the engine trains in float32)")
+    if cfg["device"] == "cuda":
+        bad.append("device=cuda (the engine runs on the CPU)")
+    if cfg["budget_minutes"] > 0:
+        bad.append("budget_minutes (--budget-minutes; set ce.epochs / arcface.epochs)")
+    if cfg["tensorboard"]:
+        bad.append("tensorboard")
+    for stage in STAGES:
         st = cfg[stage]
         if not st["enabled"]:
             continue
@@ -228,13 +250,116 @@ def _model_kwargs(cfg):
             "stem_stride": m["stem_stride"], "dropblock": m["dropblock"]}
 
 
-def train_engine(cfg, out_dir, data=None, progress=True, log=print):
-    """Train ``cfg`` on fastconv's engine; returns a summary (best validation EER, s/epoch, paths)."""
+def _load_weights(module, state, what, path):
+    try:
+        module.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        raise EngineCheckpointError(f"cannot resume: {path}: the {what} weights do not fit: {exc}") from None
+
+
+def _set_rng_state(state, path):
+    try:
+        fc_random.rng().bit_generator.state = state
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EngineCheckpointError(f"cannot resume: {path}: unusable RNG state ({exc})") from None
+
+
+@dataclass
+class _Stage:
+    """One stage (``ce`` or ``arcface``) ready to run its epochs."""
+
+    index: int
+    name: str
+    st: dict
+    head: object
+    opt: StageOptimizer
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    first_epoch: int = 0
+
+
+def _build_stage(cfg, si, stage_name, backbone, data, state=None, path=None):
+    """Head, optimiser and schedule of stage ``si``; with ``state`` (``last.npz`` of a run that stopped at
+    this stage) the RNG, and within the stage the head and momentum buffers, are restored."""
+    st, images, labels = cfg[stage_name], data["images"], data["labels"]
+    num_classes = len(data["classes"])
+    if state is not None:  # the uninterrupted run drew the head's initial weights from this state
+        _set_rng_state(state["rng"], path)
+    head = build_engine_head(st["head"], cfg["model"]["embedding_size"], num_classes, np.float32,
+                             label_smoothing=st["label_smoothing"], s=st["s"], m=st["m"])
+    mid_stage = state is not None and state["epoch"] > 0
+    if st["head"] != "softmax" and st["init_centres"] and not mid_stage:
+        head.weight.data[...] = class_centres(backbone, images, labels, num_classes)
+    batch = st["batch_size"]
+    steps_per_epoch = len(images) // batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{stage_name}: batch_size {batch} exceeds the {len(images)} training images")
+    total = steps_per_epoch * st["epochs"]
+    if cfg["max_steps"] > 0:
+        total = min(total, cfg["max_steps"] * st["epochs"])
+    opt = StageOptimizer(param_groups(backbone, head), st["lr"], st["momentum"], st["weight_decay"])
+    stage = _Stage(si, stage_name, st, head, opt, steps_per_epoch, total, int(st["warmup_epochs"] * steps_per_epoch))
+    if mid_stage:
+        _load_weights(head, state["head"], "head", path)
+        restore_optimizer(opt, state["momentum"], path)
+        _set_rng_state(state["rng"], path)  # as it was at the end of the saved epoch
+        stage.first_epoch = state["epoch"]
+    return stage
+
+
+def _run_epoch(cfg, stage, epoch, backbone, data, progress):
+    """The steps of one epoch (progress bar in a terminal) -> the epoch record without validation."""
+    import fastconv as fc
+
+    st, batch, images, labels = stage.st, stage.st["batch_size"], data["images"], data["labels"]
+    rng = np.random.default_rng(cfg["seed"] * 1000003 + stage.index * 10007 + epoch)
+    order = rng.permutation(len(images))
+    backbone.train()
+    steps = stage.steps_per_epoch if cfg["max_steps"] <= 0 else min(stage.steps_per_epoch, cfg["max_steps"])
+    bar = progress_bar(steps, f"{stage.name} {epoch + 1}/{st['epochs']}", unit="step", enabled=progress,
+                       line_when_piped=False)  # the caller prints the epoch's line
+    t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
+    for k in range(steps):
+        idx = order[k * batch:(k + 1) * batch]
+        x = nn_input(augment_batch(images[idx], cfg["augment"], rng))
+        y = labels[idx]
+        target = y
+        if st["cutmix"] > 0:
+            x, target = cutmix(x, y, len(data["classes"]), st["cutmix"], rng)
+        stage.opt.set_factor(lr_factor(epoch * stage.steps_per_epoch + k, stage.total_steps, stage.warmup_steps,
+                                       st["min_lr"] / st["lr"]))
+        loss, emb = train_step(backbone, stage.head, x, target, stage.opt, st["clip_grad"])
+        pred = (stage.head.logits(emb) if st["head"] == "softmax" else stage.head.cosine(emb)).argmax(1)
+        correct += int((pred == y).sum())
+        loss_sum += loss
+        seen += len(idx)
+        if k % 10 == 0 or k + 1 == steps:
+            bar.set_postfix(loss=f"{loss_sum / (k + 1):.3f}", acc=f"{correct / seen:.3f}", lr=f"{stage.opt.lr:.4f}",
+                            img_s=f"{seen / max(1e-9, time.time() - t0):.0f}")
+        bar.update(1)
+    bar.close()
+    seconds = time.time() - t0
+    return {"stage": stage.name, "epoch": epoch + 1, "loss": loss_sum / max(1, steps),
+            "train_accuracy": correct / max(1, seen), "lr": stage.opt.lr, "epoch_seconds": seconds,
+            "images_per_s": seen / max(1e-9, seconds), "engine": "fastconv", "backend": fc.get_backend()}
+
+
+def train_engine(cfg, out_dir, data=None, progress=True, resume=False, stop_after_epochs=None):
+    """Train ``cfg`` on fastconv's engine; returns a summary (best validation EER, epochs, paths, backbone).
+
+    After every epoch ``out_dir/last.npz`` (:mod:`.engine_checkpoint`) is written; ``resume`` continues
+    from it exactly (the same weights as an uninterrupted run, bit for bit). ``stop_after_epochs``
+    ends this call after that many epochs (to test ``resume``). ``data``: prepared arrays (see
+    :func:`fastconv.face.prepare.prepare_data`, torch-free).
+    """
     import fastconv as fc
 
     check_engine_config(cfg)
     t_start = time.time()
     out_dir = pathlib.Path(out_dir)
+    ckpt_path = out_dir / "last.npz"
+    state = load_engine_checkpoint(ckpt_path, cfg) if resume else None  # before the (long) data preparation
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg["threads"] > 0:
         fc.set_num_threads(cfg["threads"])
@@ -243,60 +368,32 @@ def train_engine(cfg, out_dir, data=None, progress=True, log=print):
         from .prepare import prepare_data
 
         data = prepare_data(cfg, progress=progress)
-    images, labels = data["images"], data["labels"]
-    num_classes = len(data["classes"])
     backbone = build_engine_model(cfg["model"]["name"], cfg["model"]["embedding_size"], np.float32,
                                   **_model_kwargs(cfg))
     init = cfg.get("init_state")  # a state dict (the torch run's initial weights, for comparisons)
     if init is not None:
         backbone.load_state_dict(init)
+    if state is not None:
+        _load_weights(backbone, state["backbone"], "backbone", ckpt_path)
     metrics = out_dir / "metrics.jsonl"
-    metrics.unlink(missing_ok=True)
-    history, best_eer = [], float("inf")
-    for si, stage_name in enumerate(("ce", "arcface")):
+    if state is None:
+        metrics.unlink(missing_ok=True)
+    history = list(state["history"]) if state else []
+    best_eer = state["best_eer"] if state else float("inf")
+    if progress and cfg["scorer"]["fit"]:
+        print("note: --engine fastconv fits no PLDA scorer (scorer.fit); model.npz scores by cosine", flush=True)
+    start_stage, epochs_done, stopped = (state["stage_index"] if state else 0), 0, False
+    for si, stage_name in enumerate(STAGES):
         st = cfg[stage_name]
-        if not st["enabled"] or st["epochs"] == 0:
+        if si < start_stage or not st["enabled"] or st["epochs"] == 0 or stopped:
             continue
-        head = build_engine_head(st["head"], cfg["model"]["embedding_size"], num_classes, np.float32,
-                                 label_smoothing=st["label_smoothing"], s=st["s"], m=st["m"])
-        if st["head"] != "softmax" and st["init_centres"]:
-            head.weight.data[...] = class_centres(backbone, images, labels, num_classes)
-        batch = st["batch_size"]
-        steps_per_epoch = len(images) // batch
-        if steps_per_epoch == 0:
-            raise ValueError(f"{stage_name}: batch_size {batch} exceeds the {len(images)} training images")
-        total = steps_per_epoch * st["epochs"]
-        if cfg["max_steps"] > 0:
-            total = min(total, cfg["max_steps"] * st["epochs"])
-        warmup = int(st["warmup_epochs"] * steps_per_epoch)
-        opt = StageOptimizer(param_groups(backbone, head), st["lr"], st["momentum"], st["weight_decay"])
-        for epoch in range(st["epochs"]):
-            rng = np.random.default_rng(cfg["seed"] * 1000003 + si * 10007 + epoch)
-            order = rng.permutation(len(images))
-            backbone.train()
-            t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
-            for k in range(steps_per_epoch):
-                if cfg["max_steps"] > 0 and k >= cfg["max_steps"]:
-                    break
-                idx = order[k * batch:(k + 1) * batch]
-                x = nn_input(augment_batch(images[idx], cfg["augment"], rng))
-                y = labels[idx]
-                target = y
-                if st["cutmix"] > 0:
-                    x, target = cutmix(x, y, num_classes, st["cutmix"], rng)
-                opt.set_factor(lr_factor(epoch * steps_per_epoch + k, total, warmup, st["min_lr"] / st["lr"]))
-                loss, emb = train_step(backbone, head, x, target, opt, st["clip_grad"])
-                pred = (head.logits(emb) if st["head"] == "softmax" else head.cosine(emb)).argmax(1)
-                correct += int((pred == y).sum())
-                loss_sum += loss
-                seen += len(idx)
-                if progress and k % 10 == 0:
-                    log(f"{stage_name} {epoch + 1}/{st['epochs']} step {k}/{steps_per_epoch} loss {loss:.3f}")
-            seconds = time.time() - t0
-            record = {"stage": stage_name, "epoch": epoch + 1, "loss": loss_sum / max(1, seen // batch),
-                      "train_accuracy": correct / max(1, seen), "lr": opt.lr, "epoch_seconds": seconds,
-                      "images_per_s": seen / max(1e-9, seconds), "engine": "fastconv",
-                      "backend": fc.get_backend(), "minutes_total": (time.time() - t_start) / 60}
+        stage = _build_stage(cfg, si, stage_name, backbone, data, state if si == start_stage else None, ckpt_path)
+        for epoch in range(stage.first_epoch, st["epochs"]):
+            if stop_after_epochs is not None and epochs_done >= stop_after_epochs:
+                stopped = True
+                break
+            record = _run_epoch(cfg, stage, epoch, backbone, data, progress)
+            record["minutes_total"] = (time.time() - t_start) / 60
             val = validate(backbone, data)
             if val:
                 record.update(val)
@@ -304,14 +401,19 @@ def train_engine(cfg, out_dir, data=None, progress=True, log=print):
             with open(metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if progress:
-                log(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                print(epoch_line(record), flush=True)
             if val is None or val["val_eer"] <= best_eer:
                 best_eer = val["val_eer"] if val else best_eer
                 _save(out_dir, backbone, cfg, data, val["threshold"] if val else None)
-    return {"out_dir": str(out_dir), "model": str(out_dir / "model.npz"), "engine": "fastconv",
-            "best_val_eer": None if best_eer == float("inf") else best_eer, "epochs": len(history),
-            "last": history[-1] if history else None, "minutes": (time.time() - t_start) / 60,
-            "backbone": backbone}
+            done = epoch + 1 == st["epochs"]  # a finished stage resumes at the next one
+            save_engine_checkpoint(ckpt_path, backbone=backbone, head=stage.head, optimizer=stage.opt, cfg=cfg,
+                                   stage_index=si + 1 if done else si, epoch=0 if done else epoch + 1,
+                                   best_eer=best_eer, history=history, rng=fc_random.rng())
+            epochs_done += 1
+    return {"out_dir": str(out_dir), "model": str(out_dir / "model.npz"), "checkpoint": str(ckpt_path),
+            "engine": "fastconv", "best_val_eer": None if best_eer == float("inf") else best_eer,
+            "epochs": len(history), "stopped": stopped, "last": history[-1] if history else None,
+            "minutes": (time.time() - t_start) / 60, "backbone": backbone}
 
 
 def nn_input(images_uint8):

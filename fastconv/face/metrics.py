@@ -43,11 +43,17 @@ def _check(scores, labels, need_both=True):
 
 
 def roc(scores, labels):
-    """-> (fpr, tpr, thresholds) from ``sklearn.metrics.roc_curve`` (all points kept; thresholds[0] = inf)."""
-    from sklearn.metrics import roc_curve
-
+    """-> (fpr, tpr, thresholds): one point per distinct score, descending, after a first point (0, 0)
+    at threshold inf; ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)`` in NumPy
+    (so validation runs without scikit-learn)."""
     s, y = _check(scores, labels)
-    return roc_curve(y, s, drop_intermediate=False)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each distinct score
+    tps = np.cumsum(y)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return fps / fps[-1], tps / tps[-1], np.r_[np.inf, s[last]]
 
 
 def mean_tpr(curves, far_grid) -> np.ndarray:

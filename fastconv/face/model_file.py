@@ -21,7 +21,7 @@ import numpy as np
 from ..atomic import atomic_write
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "describe_model", "save_model_file", "load_model_file",
-           "weights_digest"]
+           "weights_digest", "decode_json_bytes"]
 
 FORMAT = "fastconv-face-model"
 FORMAT_VERSION = 1
@@ -40,6 +40,19 @@ def weights_digest(state):
         h.update(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def decode_json_bytes(raw):
+    """uint8 (n,) UTF-8 JSON bytes (an ``.npz`` entry) -> dict; ValueError (with the reason) otherwise."""
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError("meta is not a byte string")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(meta, dict):
+        raise ValueError("meta is not a JSON object")
+    return meta
 
 
 def describe_model(name, model_kwargs, embedding_size, preprocess, threshold, threshold_source):
@@ -89,12 +102,8 @@ def load_model_file(path):
         raise ModelFileError(f"{path} is not a readable fastconv face model (.npz): {type(exc).__name__}: "
                              f"{exc}") from None
     try:
-        if meta_bytes.dtype != np.uint8 or meta_bytes.ndim != 1:
-            raise ValueError("meta is not a byte string")
-        meta = json.loads(meta_bytes.tobytes().decode("utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("meta is not a JSON object")
-    except (ValueError, UnicodeDecodeError) as exc:
+        meta = decode_json_bytes(meta_bytes)
+    except ValueError as exc:
         raise ModelFileError(f"{path}: damaged model description: {exc}") from None
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a fastconv face model (format {meta.get('format')!r})")

@@ -1,15 +1,17 @@
 """Training data of ``fastconv.face.train``: the training images of a protocol split (or an identity
 folder) and the validation pairs, sampled among held-out training-side people (or View 1 DevTest).
 
-``prepare_data(cfg)`` returns the dict ``train(data=...)`` takes; :func:`sample_val_pairs` draws
-half same-person, half different-person pairs.
+``prepare_data(cfg)`` returns the dict ``train(data=...)`` and ``train_engine(data=...)`` take;
+:func:`sample_val_pairs` draws half same-person, half different-person pairs. Torch-free (Pillow +
+NumPy decoding through ``fastconv.face.image_sets``), so ``--engine fastconv`` runs without torch.
 """
 import pathlib
 
 import numpy as np
 
 from ..paths import cache_dir, image_dir, lfw_root
-from .data import ImageCache, Preprocess, scan_identity_folder, training_set
+from .image_sets import ImageCache, scan_identity_folder, training_set
+from .preprocess import Preprocess
 from .protocols import check_disjoint, view1, view2_fold
 
 __all__ = ["prepare_data", "sample_val_pairs"]

@@ -3,7 +3,7 @@
 import sys
 import time
 
-__all__ = ["progress_bar", "interactive"]
+__all__ = ["progress_bar", "interactive", "epoch_line"]
 
 
 def interactive():
@@ -57,3 +57,8 @@ def progress_bar(total, desc, unit="it", enabled=True, line_when_piped=True):
 
         return tqdm(total=total, desc=desc, unit=unit, leave=False)
     return _Line(total, desc, unit) if line_when_piped else _Silent()
+
+
+def epoch_line(record):
+    """The one line a trainer prints per epoch: ``key=value, ...`` (floats with 4 decimals)."""
+    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())

@@ -31,7 +31,7 @@ from .device import resolve_device, resolve_precision
 from .heads import build_head
 from .schedule import lr_factor  # noqa: F401 (fastconv.face.train.lr_factor)
 from .models import get_model
-from .progress import progress_bar
+from .progress import epoch_line, progress_bar
 
 # ----------------------------------------------------------------------------- set-up helpers
 
@@ -395,8 +395,7 @@ def end_epoch(run, stage, epoch, record):
         run.history.append(record)
         run.logger.log(record)
         if run.progress:
-            print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                  flush=True)
+            print(epoch_line(record), flush=True)
         threshold = run.last_val["threshold"] if run.last_val else None
         ckpt = {"model": run.backbone.state_dict(), "head": stage.head.state_dict(),
                 "optimizer": stage.optim.state_dict(), "scheduler": stage.sched.state_dict(),

@@ -157,3 +157,17 @@ def test_kfold_bad_folds():
         kfold_accuracy([0.1, 0.9], [0, 1], np.array([0, 0]))
     with pytest.raises(ValueError, match="shape"):
         kfold_accuracy([0.1, 0.9], [0, 1], np.array([0]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_roc_matches_sklearn(seed):
+    """The NumPy ROC equals sklearn's roc_curve(drop_intermediate=False), ties included."""
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    s = np.round(rng.normal(size=n), int(rng.integers(0, 3)))  # rounding makes ties
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    for got, want in zip(roc(s, y), roc_curve(y, s, drop_intermediate=False)):
+        assert np.array_equal(got, want)

@@ -22,6 +22,7 @@ from fastconv.face.runtime import load_model
 sys.path.insert(0, os.path.dirname(__file__))
 from engine_helpers import assert_close  # noqa: E402  (tests/face/conftest.py adds the path)
 from face_synth import calibrated_model  # noqa: E402
+from torch_block import run_without_torch  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
@@ -184,18 +185,6 @@ def test_runtime_imports_neither_torch_nor_torchvision():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-_NO_TORCH = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split('.')[0] in ('torch', 'torchvision'):
-            raise ImportError(f'{name} is blocked: this process must run without torch')
-sys.meta_path.insert(0, Block())
-from fastconv.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_cli_verify_and_embed_run_with_torch_blocked(checkpoint, tmp_path, face_tree):
     """`fastconv face verify/embed --model` in a process where importing torch fails, vs the torch path."""
     from fastconv.face.cli import main
@@ -206,7 +195,7 @@ def test_cli_verify_and_embed_run_with_torch_blocked(checkpoint, tmp_path, face_
     a, b = (str(face_tree.root / r) for r in face_tree.relpaths[:2])
 
     def no_torch(*args):
-        return subprocess.run([sys.executable, "-c", _NO_TORCH, "face", *args], capture_output=True, text=True)
+        return run_without_torch("face", *args)
 
     r = no_torch("verify", a, b, "--model", str(model_npz))
     assert r.returncode == 0, r.stderr
