@@ -17,12 +17,12 @@ The folding is done in float64 and cast to the model's dtype once. Each convolut
 (3x3 stride 1 only), or ``"im2col_batch"``, im2col with *one* GEMM over the whole chunk (better
 for small output maps, where per-image GEMMs are thin). ``"auto"`` (the default) times the
 forward alone of every applicable one on the first input of each geometry (input and weight
-shapes, stride, padding, dtype, backend; best of 3) and keeps the fastest for the process: the
-right choice differs by backend, layer width and map size. A named algorithm runs where it
-applies, im2col elsewhere. ``chunk`` images go through the whole
-network at a time (by default as many as fit their stem output in :data:`CHUNK_BYTES`), so that a
-layer's column buffer and activations stay cache-sized instead of batch-sized (batch elements are
-independent in eval mode).
+shapes, stride, padding, dtype, backend; best of 3, process CPU time with one thread, wall time
+with more) and keeps the fastest for the process: the right choice differs by backend, layer
+width and map size. A named algorithm runs where it applies, im2col elsewhere. ``chunk`` images
+go through the whole network at a time (by default as many as fit their stem output in
+:data:`CHUNK_BYTES`), so that a layer's column buffer and activations stay cache-sized instead of
+batch-sized (batch elements are independent in eval mode).
 """
 import time
 
@@ -157,13 +157,15 @@ class PreparedConv2d(nn.Module):
         key = (x.shape, self.weight.shape, self.stride, self.padding, x.dtype.str, _backend.get_backend())
         if key not in _chosen:
             times = {}
+            # one thread: CPU time of this process (other jobs on the machine barely move it)
+            clock = time.process_time if conv_algo._threads(key[-1]) == 1 else time.perf_counter
             for algo in applicable(self.kernel_size, self.stride):
                 best = float("inf")
                 for i in range(4):  # a warm-up, then best of 3
-                    t = time.perf_counter()
+                    t = clock()
                     self._conv(x, algo)
                     if i:
-                        best = min(best, time.perf_counter() - t)
+                        best = min(best, clock() - t)
                 times[algo] = 1e3 * best
             _chosen[key] = {"algo": min(times, key=times.get), "times_ms": times}
         return _chosen[key]["algo"]
