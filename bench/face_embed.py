@@ -131,7 +131,8 @@ def markdown(rows, first):
               "| model | batch | " + " | ".join(f"{e} / torch | {e} / onnxruntime" for e in ours) + " |",
               "|---|---:|" + "---:|" * (2 * len(ours))]
     for (model, size, batch) in dict.fromkeys((r["model"], r["size"], r["batch"]) for r in rows):
-        cell = {r["engine"]: r["images_per_s"] for r in rows if (r["model"], r["size"], r["batch"]) == (model, size, batch)}
+        cell = {r["engine"]: r["images_per_s"] for r in rows
+                if (r["model"], r["size"], r["batch"]) == (model, size, batch)}
         lines.append(f"| {model} @ {size} px | {batch} | " + " | ".join(
             f"{cell['torch CPU'] / cell[e]:.2f} | {cell['onnxruntime'] / cell[e]:.2f}" for e in ours) + " |")
     lines += ["", "| model | backend | import + load model.npz (s) | first embed (s) | second embed (s) |",

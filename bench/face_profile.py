@@ -135,6 +135,15 @@ def main(argv=None):
     print(f"{args.model} batch {args.batch}, float32, {args.threads} thread(s), process time, median of "
           f"{args.repeats}")
     print(report(result, kinds))
+    from fastconv.face.inference import forward_choices
+
+    print("\n| input (chunk, C, H, W) | weight | stride | backend | chosen | forward ms per algorithm |")
+    print("|---|---|---|---|---|---|")
+    for key, v in forward_choices().items():
+        xs, ws, stride, _, _, backend = key
+        times = ", ".join(f"{a} {t:.1f}" for a, t in v["times_ms"].items())
+        print(f"| {'x'.join(map(str, xs))} | {'x'.join(map(str, ws))} | {stride[0]} | {backend} | "
+              f"{v['algo']} | {times} |")
     print(f"load average {info['loadavg_start']} -> {_env._loadavg()}; {info['processor']}")
     return 0
 

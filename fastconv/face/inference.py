@@ -32,7 +32,7 @@ from .. import _backend, conv_algo, nn
 from .. import functional as F
 from ..conv_winograd import FilterCache
 from ..nn.module import no_grad
-from .engine_models import IResNet, IBasicBlock
+from .engine_models import IResNet
 
 __all__ = ["prepare", "PreparedIResNet", "ALGOS", "applicable", "fold_bn_after", "fold_bn_before", "DEFAULT_ALGO",
            "CHUNK_BYTES"]
@@ -292,7 +292,7 @@ def prepare(net, algo=DEFAULT_ALGO, chunk=None):
     """An eval-mode fastconv IResNet -> :class:`PreparedIResNet` (same embeddings to rounding).
 
     ``algo``: "auto" (measured per layer geometry), or one of :data:`ALGOS` (or "winograd") for
-    every convolution it applies to, im2col for the others; ``chunk``: images per pass through the network (None: as many as
-    fit their stem output in ``CHUNK_BYTES``, at most ``MAX_CHUNK``).
+    every convolution it applies to, im2col for the others; ``chunk``: images per pass through the
+    network (None: as many as fit their stem output in ``CHUNK_BYTES``, at most ``MAX_CHUNK``).
     """
     return PreparedIResNet(net, algo, chunk)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import fastconv as fc
 from fastconv import nn
 from fastconv.face import convert
 from fastconv.face import inference
