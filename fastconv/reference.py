@@ -149,3 +149,52 @@ def downsample2d_backward(dy, h, w, fh, fw):
     dx = np.zeros((n, c, h, w), dtype=dy.dtype)
     dx[:, :, ::fh, ::fw] = dy
     return dx
+
+
+# ----------------------------------------------------------------------------- batch norm, ReLU
+_PER_CHANNEL = (1, -1, 1)  # (C,) -> broadcast over x: (N, C, L)
+
+
+def batchnorm_stats(x):
+    """Batch statistics per channel. x: (N, C, L), N*L >= 1 -> (mean (C,), var (C,)),
+    ``mean = sum x / (N L)``, ``var = sum (x - mean)^2 / (N L)`` (biased); the sums in float64,
+    rounded once to x's dtype."""
+    mean = x.mean(axis=(0, 2), dtype=np.float64)
+    var = np.square(x - mean.reshape(_PER_CHANNEL)).mean(axis=(0, 2))
+    return mean.astype(x.dtype), var.astype(x.dtype)
+
+
+def batchnorm_forward(x, mean, inv_std, weight, bias):
+    """Normalise and scale per channel: ``y = xhat * weight + bias``, ``xhat = (x - mean) * inv_std``.
+
+    x: (N, C, L); mean, inv_std, weight, bias: (C,) -> y: (N, C, L).
+    """
+    xhat = (x - mean.reshape(_PER_CHANNEL)) * inv_std.reshape(_PER_CHANNEL)
+    return xhat * weight.reshape(_PER_CHANNEL) + bias.reshape(_PER_CHANNEL)
+
+
+def batchnorm_backward(dy, x, mean, inv_std, weight):
+    """Gradients of :func:`batchnorm_forward` when mean and inv_std are x's batch statistics.
+
+    dy, x: (N, C, L); mean, inv_std, weight: (C,) -> (dx (N, C, L), dweight (C,), dbias (C,)),
+    with M = N L: ``dbias = sum dy``, ``dweight = sum dy xhat`` (sums in float64, rounded once),
+    ``dx = (inv_std weight) ((dy - dbias / M) - xhat (dweight / M))`` in x's dtype.
+    """
+    m = x.shape[0] * x.shape[2]
+    xhat = (x - mean.reshape(_PER_CHANNEL)) * inv_std.reshape(_PER_CHANNEL)
+    dbias = dy.sum(axis=(0, 2), dtype=np.float64)
+    dweight = (dy.astype(np.float64) * xhat).sum(axis=(0, 2))
+    per_channel = [v.astype(x.dtype).reshape(_PER_CHANNEL) for v in (dbias / m, dweight / m)]
+    scale = (inv_std * weight).reshape(_PER_CHANNEL)
+    dx = scale * ((dy - per_channel[0]) - xhat * per_channel[1])
+    return dx, dweight.astype(x.dtype), dbias.astype(x.dtype)
+
+
+def relu_forward(x):
+    """y = max(x, 0) elementwise, as ``np.maximum(x, 0)`` (NaN stays NaN, -0.0 becomes +0.0). Any shape."""
+    return np.maximum(x, x.dtype.type(0))
+
+
+def relu_backward(dy, y):
+    """dx = dy * (y > 0) (1.0 or 0.0, so dy * 0 keeps NaN and sign); dy, y: the same shape."""
+    return dy * (y > 0).astype(dy.dtype)

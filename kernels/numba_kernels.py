@@ -76,6 +76,40 @@ def _band(t, bands, rows):
     return pl, b * rows // bands, (b + 1) * rows // bands
 
 
+@njit(inline="always")
+def _zeroed_band(t, bands, dst):
+    """Task t of dst (P, rows, cols) -> (plane, first row, end row), that band set to 0."""
+    pl, r0, r1 = _band(t, bands, dst.shape[1])
+    plane = dst[pl]
+    for r in range(r0, r1):
+        row = plane[r]
+        for k in range(row.shape[0]):
+            row[_U(k)] = 0
+    return pl, r0, r1
+
+
+@njit(inline="always")
+def _scatter_add(row, src, base, lo, hi, off, stride):
+    """row[q*stride + off] += src[base + q] for q in [lo, hi)."""
+    if stride == 1:
+        for q in range(lo, hi):
+            row[_U(q + off)] += src[_U(base + q)]
+    else:
+        for q in range(lo, hi):
+            row[_U(q * stride + off)] += src[_U(base + q)]
+
+
+@njit(inline="always")
+def _gather_add(row, src, lo, hi, off, stride):
+    """row[q] += src[q*stride + off] for q in [lo, hi)."""
+    if stride == 1:
+        for q in range(lo, hi):
+            row[_U(q)] += src[_U(q + off)]
+    else:
+        for q in range(lo, hi):
+            row[_U(q)] += src[_U(q * stride + off)]
+
+
 @njit(**_JIT)
 def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     # x: (P, H, W); cols: (P, kh*kw, oh*ow). One task per row of cols (long: oh*ow).
@@ -117,13 +151,9 @@ def _col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bands):
     # are added in (i, j) order starting from 0 -- the reference's order.
     planes, h_, w_ = x.shape
     for t in prange(planes * bands):
-        pl, y0, y1 = _band(t, bands, h_)
+        pl, y0, y1 = _zeroed_band(t, bands, x)
         xp = x[pl]
         cp = cols[pl]
-        for y in range(y0, y1):
-            row = xp[y]
-            for xx in range(w_):
-                row[_U(xx)] = 0
         for i in range(kh):
             roff = i * dh - ph - y0  # band row = p*sh + roff
             plo, phi = _q_range(roff, sh, y1 - y0, oh)
@@ -132,14 +162,7 @@ def _col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bands):
                 lo, hi = _q_range(off, sw, w_, ow)
                 src = cp[i * kw + j]
                 for p in range(plo, phi):
-                    row = xp[y0 + p * sh + roff]
-                    base = p * ow
-                    if sw == 1:
-                        for q in range(lo, hi):
-                            row[_U(q + off)] += src[_U(base + q)]
-                    else:
-                        for q in range(lo, hi):
-                            row[_U(q * sw + off)] += src[_U(base + q)]
+                    _scatter_add(xp[y0 + p * sh + roff], src, p * ow, lo, hi, off, sw)
 
 
 @njit(**_JIT)
@@ -155,7 +178,27 @@ def _maxpool_fwd(x, y, idx, kh, kw, sh, sw, ph, pw, ninf, bands):
         xp = x[pl]
         yp = y[pl]
         ip = idx[pl]
-        if sw == 1:
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            # 2x2 stride 2, unpadded: each window read once, in scan order; the first element
+            # always stands (-inf does not win, but the argmax starts at that pixel).
+            for p in range(p0, p1):
+                r0, r1 = xp[2 * p], xp[2 * p + 1]
+                yr, ir = yp[p], ip[p]
+                k0 = 2 * p * w_
+                for q in range(ow):
+                    best, bi = r0[_U(2 * q)], k0 + 2 * q
+                    v = r0[_U(2 * q + 1)]
+                    if v > best or v != v:
+                        best, bi = v, k0 + 2 * q + 1
+                    v = r1[_U(2 * q)]
+                    if v > best or v != v:
+                        best, bi = v, k0 + w_ + 2 * q
+                    v = r1[_U(2 * q + 1)]
+                    if v > best or v != v:
+                        best, bi = v, k0 + w_ + 2 * q + 1
+                    yr[_U(q)] = best
+                    ir[_U(q)] = bi
+        elif sw == 1:
             # Unit stride: sweep whole output rows per kernel offset (i, j) -- same scan order
             # per window, and the inner loop over q vectorises (~5x faster than per window).
             for p in range(p0, p1):
@@ -236,32 +279,16 @@ def _avgpool_fwd(x, y, kh, kw, sh, sw, ph, pw, div, bands):
     # x: (P, H, W); y: (P, oh, ow). Terms added in (i, j) order from 0 in the array dtype,
     # then divided by dtype(kh*kw): the reference's arithmetic (its padded zeros add nothing).
     planes, h_, w_ = x.shape
-    oh = y.shape[1]
-    ow = y.shape[2]
+    oh, ow = y.shape[1], y.shape[2]
     for t in prange(planes * bands):
-        pl, p0, p1 = _band(t, bands, oh)
-        xp = x[pl]
-        yp = y[pl]
-        for p in range(p0, p1):
-            row = yp[p]
-            for q in range(ow):
-                row[_U(q)] = 0
+        pl, p0, p1 = _zeroed_band(t, bands, y)
+        xp, yp = x[pl], y[pl]
         for i in range(kh):
-            plo, phi = _q_range(i - ph, sh, h_, oh)
-            plo = max(plo, p0)
-            phi = min(phi, p1)
+            plo, phi = _q_range(i - ph, sh, h_, oh)  # output rows whose input row exists
             for j in range(kw):
-                off = j - pw
-                lo, hi = _q_range(off, sw, w_, ow)
-                for p in range(plo, phi):
-                    row = yp[p]
-                    src = xp[p * sh + i - ph]
-                    if sw == 1:
-                        for q in range(lo, hi):
-                            row[_U(q)] += src[_U(q + off)]
-                    else:
-                        for q in range(lo, hi):
-                            row[_U(q)] += src[_U(q * sw + off)]
+                lo, hi = _q_range(j - pw, sw, w_, ow)
+                for p in range(max(plo, p0), min(phi, p1)):
+                    _gather_add(yp[p], xp[p * sh + i - ph], lo, hi, j - pw, sw)
         for p in range(p0, p1):
             row = yp[p]
             for q in range(ow):
@@ -274,15 +301,10 @@ def _avgpool_bwd(dy, dx, kh, kw, sh, sw, ph, pw, div, bands):
     # (i, j) order starting from 0, like the reference. The shares dy/(kh*kw) of the dy rows
     # the band needs are computed once per task (kh*kw fewer divisions).
     planes, h_, w_ = dx.shape
-    oh = dy.shape[1]
-    ow = dy.shape[2]
+    oh, ow = dy.shape[1], dy.shape[2]
     for t in prange(planes * bands):
-        pl, y0, y1 = _band(t, bands, h_)
+        pl, y0, y1 = _zeroed_band(t, bands, dx)
         xp = dx[pl]
-        for y in range(y0, y1):
-            row = xp[y]
-            for xx in range(w_):
-                row[_U(xx)] = 0
         pmin, _ = _q_range((kh - 1) - ph - y0, sh, y1 - y0, oh)
         _, pmax = _q_range(-ph - y0, sh, y1 - y0, oh)
         if pmax <= pmin:
@@ -300,14 +322,7 @@ def _avgpool_bwd(dy, dx, kh, kw, sh, sw, ph, pw, div, bands):
                 off = j - pw
                 lo, hi = _q_range(off, sw, w_, ow)
                 for p in range(plo, phi):
-                    row = xp[y0 + p * sh + roff]
-                    g = share[p - pmin]
-                    if sw == 1:
-                        for q in range(lo, hi):
-                            row[_U(q + off)] += g[_U(q)]
-                    else:
-                        for q in range(lo, hi):
-                            row[_U(q * sw + off)] += g[_U(q)]
+                    _scatter_add(xp[y0 + p * sh + roff], share[p - pmin], 0, lo, hi, off, sw)
 
 
 @njit(**_JIT)
@@ -559,3 +574,201 @@ def downsample2d_backward(dy, h, w, fh, fw):
         raise ValueError(f"dy must have spatial shape {(-(-h // fh), -(-w // fw))} for h={h}, w={w}, "
                          f"fh={fh}, fw={fw}; got {dy.shape[2:]}")
     return _scatter4(dy, n, c, h, w, fh, fw)
+
+
+# ============================================================================ batch norm, ReLU
+# x, dy: (N, C, L). Sums run per (n, c) row in float64 with 4 interleaved partial sums (lane
+# k takes l = k mod 4, lanes added at the end of the row), then over n in order: a fixed
+# order, the same for every thread count.
+@njit(inline="always")
+def _row_sums(v, shift):
+    """(sum_l (v[l] - shift), sum_l (v[l] - shift)^2) of one row, in float64."""
+    a0 = a1 = a2 = a3 = 0.0
+    b0 = b1 = b2 = b3 = 0.0
+    n = v.shape[0]
+    l = 0
+    while l + 4 <= n:
+        d0 = np.float64(v[_U(l)]) - shift
+        d1 = np.float64(v[_U(l + 1)]) - shift
+        d2 = np.float64(v[_U(l + 2)]) - shift
+        d3 = np.float64(v[_U(l + 3)]) - shift
+        a0 += d0
+        a1 += d1
+        a2 += d2
+        a3 += d3
+        b0 += d0 * d0
+        b1 += d1 * d1
+        b2 += d2 * d2
+        b3 += d3 * d3
+        l += 4
+    while l < n:
+        d0 = np.float64(v[_U(l)]) - shift
+        a0 += d0
+        b0 += d0 * d0
+        l += 1
+    return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
+
+
+@njit(**_JIT)
+def _bn_stats(x, mean, var):
+    n_, c_, l_ = x.shape
+    count = np.float64(n_) * np.float64(l_)
+    for c in prange(c_):
+        s = 0.0
+        for n in range(n_):
+            s += _row_sums(x[n, c], 0.0)[0]
+        m = s / count
+        ss = 0.0
+        for n in range(n_):
+            ss += _row_sums(x[n, c], m)[1]
+        mean[c] = m
+        var[c] = ss / count
+
+
+@njit(**_JIT)
+def _bn_forward(x, mean, inv_std, weight, bias, y):
+    n_, c_, l_ = x.shape
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t - n * c_
+        m, s, w, b = mean[c], inv_std[c], weight[c], bias[c]
+        src, dst = x[n, c], y[n, c]
+        for l in range(l_):
+            dst[_U(l)] = ((src[_U(l)] - m) * s) * w + b
+
+
+@njit(**_JIT)
+def _bn_backward(dy, x, mean, inv_std, weight, dx, dw, db, ab):
+    n_, c_, l_ = x.shape
+    count = np.float64(n_) * np.float64(l_)
+    for c in prange(c_):
+        m, s = mean[c], inv_std[c]
+        a0 = a1 = a2 = a3 = 0.0
+        b0 = b1 = b2 = b3 = 0.0
+        for n in range(n_):
+            g, xr = dy[n, c], x[n, c]
+            l = 0
+            while l + 4 <= l_:
+                a0 += g[_U(l)]
+                a1 += g[_U(l + 1)]
+                a2 += g[_U(l + 2)]
+                a3 += g[_U(l + 3)]
+                b0 += np.float64(g[_U(l)]) * np.float64((xr[_U(l)] - m) * s)
+                b1 += np.float64(g[_U(l + 1)]) * np.float64((xr[_U(l + 1)] - m) * s)
+                b2 += np.float64(g[_U(l + 2)]) * np.float64((xr[_U(l + 2)] - m) * s)
+                b3 += np.float64(g[_U(l + 3)]) * np.float64((xr[_U(l + 3)] - m) * s)
+                l += 4
+            while l < l_:
+                a0 += g[_U(l)]
+                b0 += np.float64(g[_U(l)]) * np.float64((xr[_U(l)] - m) * s)
+                l += 1
+        sdy = (a0 + a1) + (a2 + a3)
+        sdx = (b0 + b1) + (b2 + b3)
+        db[c] = sdy
+        dw[c] = sdx
+        ab[c, 0] = sdy / count
+        ab[c, 1] = sdx / count
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t - n * c_
+        m, s = mean[c], inv_std[c]
+        k = s * weight[c]
+        a, b = ab[c, 0], ab[c, 1]  # ab has the data dtype: rounded once from float64
+        g, xr, dst = dy[n, c], x[n, c], dx[n, c]
+        for l in range(l_):
+            xh = (xr[_U(l)] - m) * s
+            dst[_U(l)] = k * ((g[_U(l)] - a) - xh * b)
+
+
+@njit(**_JIT)
+def _relu_fwd(x, y, zero):
+    for i in prange(x.shape[0]):
+        v = x[i]
+        y[i] = zero if v <= 0 else v  # NaN fails v <= 0 and stays; -0.0 -> +0.0
+
+
+@njit(**_JIT)
+def _relu_bwd(dy, y, dx, one, zero):
+    for i in prange(dy.shape[0]):
+        dx[i] = dy[i] * (one if y[i] > 0 else zero)
+
+
+def _channel_vectors(c, dtype, **named):
+    """Each keyword: a C-contiguous (c,) array of ``dtype`` (the data's), else TypeError/ValueError."""
+    out = []
+    for name, v in named.items():
+        v = as_float_array(v, name, 1, f"({c},)", empty_ok=True)
+        if v.dtype != dtype:
+            raise TypeError(f"{name} must have the data dtype {dtype}, got {v.dtype}")
+        if v.shape != (c,):
+            raise ValueError(f"{name} must have shape ({c},) (one value per channel), got {v.shape}")
+        out.append(v)
+    return out
+
+
+def _bn_input(x, name="x"):
+    x = as_float_array(x, name, 3, "(N, C, L)", empty_ok=True)
+    if x.shape[0] * x.shape[2] == 0:
+        raise ValueError(f"batch norm needs N*L >= 1 values per channel, got {name} shape {x.shape}")
+    return x
+
+
+def batchnorm_stats(x):
+    """x: (N, C, L) -> (mean (C,), var (C,)), biased; sums in float64 (docs/KERNELS.md)."""
+    x = _bn_input(x)
+    mean = np.empty(x.shape[1], x.dtype)
+    var = np.empty(x.shape[1], x.dtype)
+    if x.shape[1]:
+        _launch(_bn_stats, 2 * x.size, x, mean, var)
+    return mean, var
+
+
+def batchnorm_forward(x, mean, inv_std, weight, bias):
+    """x: (N, C, L) -> y = ((x - mean) * inv_std) * weight + bias per channel (bit-identical)."""
+    x = as_float_array(x, "x", 3, "(N, C, L)", empty_ok=True)
+    vectors = _channel_vectors(x.shape[1], x.dtype, mean=mean, inv_std=inv_std, weight=weight, bias=bias)
+    y = np.empty_like(x)
+    if y.size:
+        _launch(_bn_forward, x.size, x, *vectors, y)
+    return y
+
+
+def batchnorm_backward(dy, x, mean, inv_std, weight):
+    """dy, x: (N, C, L) -> (dx, dweight (C,), dbias (C,)) with batch statistics; sums in float64."""
+    x = _bn_input(x)
+    dy = as_float_array(dy, "dy", 3, "(N, C, L)", empty_ok=True)
+    if dy.shape != x.shape or dy.dtype != x.dtype:
+        raise ValueError(f"dy ({dy.shape}, {dy.dtype}) must match x ({x.shape}, {x.dtype})")
+    vectors = _channel_vectors(x.shape[1], x.dtype, mean=mean, inv_std=inv_std, weight=weight)
+    dx = np.empty_like(x)
+    dw = np.empty(x.shape[1], x.dtype)
+    db = np.empty(x.shape[1], x.dtype)
+    if x.shape[1]:
+        _launch(_bn_backward, 3 * x.size, dy, x, *vectors, dx, dw, db, np.empty((x.shape[1], 2), x.dtype))
+    return dx, dw, db
+
+
+def _flat(a, name):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    return as_float_array(a.reshape(-1), name, 1, "(any shape)", empty_ok=True)
+
+
+def relu_forward(x):
+    """x (any shape) -> max(x, 0), as np.maximum (bit-identical to the reference)."""
+    flat = _flat(x, "x")
+    y = np.empty_like(flat)
+    if y.size:
+        _launch(_relu_fwd, y.size, flat, y, flat.dtype.type(0))
+    return y.reshape(x.shape)
+
+
+def relu_backward(dy, y):
+    """dy, y (one shape) -> dy * (y > 0) (bit-identical to the reference)."""
+    g, yf = _flat(dy, "dy"), _flat(y, "y")
+    if dy.shape != y.shape or g.dtype != yf.dtype:
+        raise ValueError(f"dy ({dy.shape}, {g.dtype}) must match y ({y.shape}, {yf.dtype})")
+    dx = np.empty_like(g)
+    if dx.size:
+        _launch(_relu_bwd, dx.size, g, yf, dx, g.dtype.type(1), g.dtype.type(0))
+    return dx.reshape(dy.shape)

@@ -2,6 +2,7 @@
 import numpy as np
 from scipy.special import erf
 
+from .. import _backend
 from .._validate import check_grad, check_input
 from .module import CachedModule
 
@@ -21,14 +22,21 @@ class _Elementwise(CachedModule):
         return dy * self.df(x, y)
 
 
-class ReLU(_Elementwise):
-    """max(x, 0); derivative 1 where x > 0."""
+class ReLU(CachedModule):
+    """max(x, 0); derivative 1 where x > 0 (equivalently y > 0). Runs the backend's
+    ``relu_forward`` / ``relu_backward`` kernels (docs/KERNELS.md); keeps only y."""
 
-    def f(self, x):
-        return np.maximum(x, 0)
+    def forward(self, x):
+        x = check_input(x, "ReLU")
+        kernels = _backend.backend_module()
+        y = kernels.relu_forward(x)
+        self._remember((kernels, y))
+        return y
 
-    def df(self, x, y):
-        return (x > 0).astype(x.dtype)
+    def backward(self, dy):
+        kernels, y = self._recall()
+        check_grad(dy, y.shape, y.dtype)
+        return kernels.relu_backward(dy, y)
 
 
 class LeakyReLU(_Elementwise):

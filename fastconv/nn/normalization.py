@@ -2,9 +2,13 @@
 
 Training: normalise with the batch mean and biased variance, update running stats with the
 unbiased variance (``running = (1 - momentum) running + momentum batch``). Eval: running stats.
+The statistics, the normalisation and its gradient run in the backend's kernels
+(``batchnorm_stats`` / ``batchnorm_forward`` / ``batchnorm_backward``, docs/KERNELS.md) on x
+seen as (N, C, L).
 """
 import numpy as np
 
+from .. import _backend
 from .._validate import check_channels, check_grad, check_input, float_dtype, same_dtype
 from .module import CachedModule, Parameter
 
@@ -29,7 +33,8 @@ class _BatchNorm(CachedModule):
             self.register_buffer("running_mean", np.zeros(num_features, dtype))
             self.register_buffer("running_var", np.ones(num_features, dtype))
 
-    def _axes(self, x):
+    def _check(self, x):
+        """x: an ndarray of the layer's layout, channel count and dtype (else TypeError/ValueError)."""
         x = check_input(x, type(self).__name__)
         if x.ndim not in self.ndims:
             raise ValueError(f"{type(self).__name__} expects {self.layout}, got shape {x.shape}")
@@ -39,44 +44,53 @@ class _BatchNorm(CachedModule):
             same_dtype(x, self.weight.data, "input", "weight")
         elif self.track_running_stats:
             same_dtype(x, self.running_mean, "input", "running_mean")
-        return (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
 
     def forward(self, x):
-        axes, bshape = self._axes(x)
-        if self.training or not self.track_running_stats:
-            count = x.size // x.shape[1]
+        self._check(x)
+        n, c = x.shape[:2]
+        x3 = np.ascontiguousarray(x).reshape(n, c, -1)  # (N, C, L): the kernels' layout
+        kernels = _backend.backend_module()
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
+            count = x3.shape[0] * x3.shape[2]
             if count < 2 and self.training:
                 raise ValueError(f"{type(self).__name__} needs more than 1 value per channel in training, "
                                  f"got input shape {x.shape}")
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
+            mean, var = kernels.batchnorm_stats(x3)
             if self.training and self.track_running_stats:
                 m = self.momentum
                 self.running_mean[...] = (1 - m) * self.running_mean + m * mean
                 self.running_var[...] = (1 - m) * self.running_var + m * var * count / (count - 1)
         else:
             mean, var = self.running_mean, self.running_var
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
-        y = xhat * self.weight.data.reshape(bshape) + self.bias.data.reshape(bshape) if self.affine else xhat
-        batch_stats = self.training or not self.track_running_stats
-        self._remember((xhat, inv_std, axes, bshape, batch_stats))
-        return y.astype(x.dtype, copy=False)
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype, copy=False)
+        weight, bias = self._affine(x.dtype)
+        y = kernels.batchnorm_forward(x3, mean.astype(x.dtype, copy=False), inv_std, weight, bias)
+        self._remember((kernels, x3, mean, inv_std, batch_stats, x.shape))
+        return y.reshape(x.shape)
+
+    def _affine(self, dtype):
+        """(weight, bias) of the affine map; ones and zeros without one."""
+        if self.affine:
+            return self.weight.data, self.bias.data
+        return np.ones(self.num_features, dtype), np.zeros(self.num_features, dtype)
 
     def backward(self, dy):
-        xhat, inv_std, axes, bshape, batch_stats = self._recall()
-        check_grad(dy, xhat.shape, xhat.dtype)
+        kernels, x3, mean, inv_std, batch_stats, shape = self._recall()
+        check_grad(dy, shape, x3.dtype)
+        dy3 = np.ascontiguousarray(dy).reshape(x3.shape)
+        weight = self._affine(x3.dtype)[0]
+        if batch_stats:
+            dx, dweight, dbias = kernels.batchnorm_backward(dy3, x3, mean, inv_std, weight)
+        else:  # running statistics are constants: dx = dy * weight * inv_std
+            per_channel = (1, -1, 1)
+            xhat = (x3 - mean.reshape(per_channel)) * inv_std.reshape(per_channel)
+            dweight, dbias = (dy3 * xhat).sum(axis=(0, 2)), dy3.sum(axis=(0, 2))
+            dx = dy3 * (weight * inv_std).reshape(per_channel)
         if self.affine:
-            self.weight.grad += (dy * xhat).sum(axis=axes)
-            self.bias.grad += dy.sum(axis=axes)
-            dxhat = dy * self.weight.data.reshape(bshape)
-        else:
-            dxhat = dy
-        if not batch_stats:  # running statistics are constants
-            return dxhat * inv_std.reshape(bshape)
-        mean_dxhat = dxhat.mean(axis=axes, keepdims=True)
-        mean_dxhat_xhat = (dxhat * xhat).mean(axis=axes, keepdims=True)
-        return inv_std.reshape(bshape) * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
+            self.weight.grad += dweight
+            self.bias.grad += dbias
+        return dx.reshape(shape)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"

@@ -12,7 +12,8 @@ from fastconv import _backend
 
 CONTRACT = ["im2col2d", "col2im2d", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
             "avgpool2d_backward", "upsample2d_forward", "upsample2d_backward", "downsample2d_forward",
-            "downsample2d_backward"]
+            "downsample2d_backward", "batchnorm_stats", "batchnorm_forward", "batchnorm_backward",
+            "relu_forward", "relu_backward"]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Each compiled backend's ten kernel functions (docs/KERNELS.md) against ``fastconv.reference``,
+"""Each compiled backend's kernel functions (docs/KERNELS.md) against ``fastconv.reference``,
 called directly: hypothesis-fuzzed legal geometries, then fixed awkward cases (padding, stride
 > kernel, dilation 3, width-1 outputs, ties, NaN, -inf, planes big enough to be split across
 threads), then the direct-call guard (inconsistent arguments raise instead of overrunning).
@@ -8,6 +8,10 @@ The claim checked is the contract's: every kernel output is bit-identical to the
 values; col2im, the max pool backward and the average pool forward/backward add each output's
 terms in the reference's order (kernel offset i, then j, from +0; the max pool backward in
 row-major (p, q) order), in the input dtype, without FMA contraction.
+The batch-norm and ReLU kernels are checked the same way, except for the per-channel sums of
+``batchnorm_stats`` and ``batchnorm_backward`` (float64 partial sums in a fixed order, not
+NumPy's pairwise order): those are held to the parity tolerance (``assert_close``), and the
+normalisation itself (``batchnorm_forward``) and ReLU are bit-identical.
 Every kernel must also return a new C-contiguous array of the input dtype, with the contract's
 shape, and leave its inputs untouched.
 """
@@ -17,7 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv.reference as ref
-from engine_helpers import BACKENDS, DTYPE_IDS, DTYPES, assert_bitwise_equal, conv_out, fuzz, geometry, param
+from engine_helpers import (BACKENDS, DTYPE_IDS, DTYPES, assert_bitwise_equal, assert_close, conv_out, fuzz,
+                            geometry, param)
 from fastconv import _backend
 
 SEEDS = st.integers(0, 2**32 - 1)
@@ -148,6 +153,7 @@ CONV_CASES = [
 # N, C, H, W, kh, kw, sh, sw, ph, pw
 POOL_CASES = [
     (2, 3, 8, 8, 2, 2, 2, 2, 0, 0),
+    (2, 3, 9, 11, 2, 2, 2, 2, 0, 0),           # the 2x2/2 fast path, odd sides (last row/column unused)
     (1, 2, 7, 9, 3, 3, 2, 2, 1, 1),            # overlapping windows + padding
     (2, 1, 9, 10, 2, 3, 4, 5, 1, 1),           # stride > kernel
     (1, 3, 5, 1, 3, 1, 1, 1, 1, 0),            # width-1 output
@@ -198,6 +204,11 @@ def test_maxpool_nan_and_minus_inf_windows(kernels, dtype):
     x[0, 1, 4, 5] = 1.0
     y, idx = check(kernels, "maxpool2d_forward", x, 3, 2, 2, 2, 1, 1, 3, 4)
     check(kernels, "maxpool2d_backward", np.ones(y.shape, dtype=dtype), idx, 5, 6)
+    # The 2x2/2 unpadded fast path: NaN windows, -inf windows, a NaN after a larger value.
+    x = np.array([[[[np.nan, np.nan, -np.inf, -np.inf, 1.0, np.nan],
+                    [np.nan, np.nan, -np.inf, -np.inf, 2.0, 0.0]]]], dtype)
+    _, idx = check(kernels, "maxpool2d_forward", x, 2, 2, 2, 2, 0, 0, 1, 3)
+    assert idx.tolist() == [[[[7, 2, 5]]]], f"argmax {idx.tolist()}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -233,6 +244,79 @@ def test_thread_count_does_not_change_results(kernels):
         assert_bitwise_equal(one, two, "1 thread vs 2 threads")
     with pytest.raises(ValueError):
         kernels.set_num_threads(0)
+
+
+# ----------------------------------------------------------------------------- batch norm, ReLU
+def bn_operands(rng, n, c, length, dtype, offset):
+    """x (N, C, L) with a per-channel offset (the variance sum must not cancel it badly),
+    dy, and per-channel vectors mean, inv_std (from the reference), weight, bias."""
+    x = (rng.standard_normal((n, c, length)) + offset * rng.standard_normal((1, c, 1))).astype(dtype)
+    mean, var = ref.batchnorm_stats(x)
+    inv_std = (1 / np.sqrt(var + 1e-5)).astype(dtype)
+    weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    return x, rng.standard_normal(x.shape).astype(dtype), mean, inv_std, weight, bias
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@fuzz(25)
+@given(n=st.integers(1, 5), c=st.integers(1, 7), length=st.integers(1, 300),
+       offset=st.sampled_from([0.0, 3.0, 100.0]), seed=SEEDS)
+def test_batchnorm(kernels, dtype, n, c, length, offset, seed):
+    x, dy, mean, inv_std, weight, bias = bn_operands(np.random.default_rng(seed), n, c, length, dtype, offset)
+    for got, want, what in zip(call(kernels.batchnorm_stats, x), ref.batchnorm_stats(x), ("mean", "var")):
+        assert got.dtype == dtype and got.shape == (c,)
+        assert_close(got, want, dtype, what)
+    check(kernels, "batchnorm_forward", x, mean, inv_std, weight, bias)
+    got = call(kernels.batchnorm_backward, dy, x, mean, inv_std, weight)
+    for a, b, what in zip(got, ref.batchnorm_backward(dy, x, mean, inv_std, weight), ("dx", "dweight", "dbias")):
+        assert a.dtype == dtype
+        assert_close(a, b, dtype, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@fuzz(25)
+@given(shape=st.lists(st.integers(0, 40), min_size=1, max_size=4), seed=SEEDS)
+def test_relu(kernels, dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    x = values(rng, tuple(shape), dtype, "nan")
+    if x.size:
+        x.flat[::5] = -0.0
+    y = check(kernels, "relu_forward", x)
+    dy = values(rng, x.shape, dtype, "nan")
+    check(kernels, "relu_backward", dy, y)
+
+
+def test_batchnorm_relu_thread_count_does_not_change_results(kernels):
+    rng = np.random.default_rng(2)
+    x, dy, mean, inv_std, weight, bias = bn_operands(rng, 8, 3, 40000, np.float32, 3.0)
+    before = kernels.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            kernels.set_num_threads(n)
+            results.append(kernels.batchnorm_stats(x) + kernels.batchnorm_backward(dy, x, mean, inv_std, weight)
+                           + (kernels.relu_forward(dy), kernels.relu_backward(x, dy)))
+    finally:
+        kernels.set_num_threads(before)
+    for one, two in zip(*results):
+        assert_bitwise_equal(one, two, "1 thread vs 2 threads")
+
+
+def test_batchnorm_relu_inconsistent_arguments_raise(kernels):
+    x = np.zeros((2, 3, 4))
+    v = np.ones(3)
+    with pytest.raises(ValueError):  # a per-channel vector of the wrong length
+        kernels.batchnorm_forward(x, v, v, np.ones(2), v)
+    with pytest.raises(ValueError):
+        kernels.batchnorm_backward(np.zeros((2, 3, 5)), x, v, v, v)
+    with pytest.raises(ValueError):  # no values per channel
+        kernels.batchnorm_stats(np.zeros((0, 3, 4)))
+    with pytest.raises(ValueError):
+        kernels.relu_backward(np.zeros(4), np.zeros(5))
+    with pytest.raises((TypeError, ValueError)):  # one dtype per call
+        kernels.batchnorm_forward(x, v.astype(np.float32), v, v, v)
+    with pytest.raises((TypeError, ValueError)):
+        kernels.relu_forward(np.zeros(3, np.int64))
 
 
 # ----------------------------------------------------------------------------- the guard
