@@ -7,13 +7,18 @@
 >>> llr = m.scorer.score(e[:1], e[1:])[0]            # the stored PLDA back-end (m.scorer None: none stored)
 
 Images are decoded and preprocessed by ``fastconv.face.preprocess`` (Pillow), the code training
-and the torch evaluation use, then normalised as ``x/127.5 - 1``. Importing this module imports
-neither torch nor torchvision.
+and the torch evaluation use, then normalised as ``x/127.5 - 1``. The backbone runs prepared for
+inference (``fastconv.face.inference``: BatchNorm folded into the convolutions and the FC, no
+backward caches, the batch in chunks, the fastest measured algorithm per 3x3 convolution);
+``optimize=False`` runs the plain engine model instead. Importing this module imports neither
+torch nor torchvision.
 """
 import numpy as np
 
 from .. import use_backend
+from ..nn.module import no_grad
 from .engine_models import UnsupportedModel, build_engine_model
+from .inference import prepare
 from .model_file import ModelFileError, read_model_file
 from .preprocess import Preprocess, decode_images, load_image, normalize_images
 
@@ -44,12 +49,14 @@ def embed_images(forward, images_uint8, dtype=np.float32, batch_size=64, flip=Tr
 class FaceModel:
     """A fastconv backbone in eval mode plus the preprocessing and threshold it was trained with.
 
+    ``net``: the engine model; ``optimize``: run it prepared for inference (see the module doc).
     ``threshold``: the calibrated cosine threshold (or None); ``scorer``: the stored PLDA back-end
     (``fastconv.face.scoring.PLDAScorer``, scores and ``scorer.threshold`` in log-likelihood ratios) or None.
     """
 
-    def __init__(self, net, meta, dtype=np.float32, backend=None, scorer=None):
+    def __init__(self, net, meta, dtype=np.float32, backend=None, optimize=True, scorer=None):
         self.net = net.eval()
+        self.forward_net = prepare(self.net) if optimize else self.net
         self.meta = meta
         self.dtype = np.dtype(dtype)
         self.backend = backend
@@ -59,10 +66,11 @@ class FaceModel:
         self.scorer = scorer
 
     def _forward(self, x):
-        if self.backend is None:
-            return self.net(x)
-        with use_backend(self.backend):
-            return self.net(x)
+        with no_grad():
+            if self.backend is None:
+                return self.forward_net(x)
+            with use_backend(self.backend):
+                return self.forward_net(x)
 
     def embed(self, images_uint8, batch_size=64, flip=True):
         """uint8 (N, 3, S, S) -> (N, D) embeddings in ``dtype``, L2-normalised (flip TTA by default)."""
@@ -79,11 +87,11 @@ class FaceModel:
         return self.embed(load_image(path, self.preprocess)[None], 1, flip)[0]
 
 
-def load_model(path, dtype=np.float32, backend=None):
+def load_model(path, dtype=np.float32, backend=None, optimize=True):
     """Load a ``model.npz`` written by ``fastconv face convert`` -> :class:`FaceModel`.
 
     ``dtype``: float32 (as trained) or float64; ``backend``: a fastconv backend name (default:
-    the current one). Raises :class:`ModelFileError` for a missing, foreign or damaged file.
+    the current one); ``optimize``: prepared for inference (False: the plain engine model). Raises :class:`ModelFileError` for a missing, foreign or damaged file.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -97,4 +105,4 @@ def load_model(path, dtype=np.float32, backend=None):
         raise ModelFileError(f"{path}: {exc}") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: the weights do not fit model {meta['model_name']!r}: {exc}") from None
-    return FaceModel(net, meta, dtype, backend, scorer)
+    return FaceModel(net, meta, dtype, backend, optimize, scorer)
