@@ -1,8 +1,13 @@
 """Face-embedding throughput: fastconv's engine (each backend) vs torch CPU vs onnxruntime.
 
-``python -m bench.face_embed --threads 1 [--quick] [--out DIR]``: for ``iresnet_small`` at 64 px
-(256-d) and IResNet-18 at 112 px (512-d), random weights, eval mode, float32, one forward pass
-(no flip TTA) at batch 1 and 64; median of repeats after a warm-up, images/s. The ONNX model is
+``python -m bench.face_embed --threads 1 [--quick] [--plain] [--clock wall|process] [--out DIR]``:
+for ``iresnet_small`` at 64 px (256-d) and IResNet-18 at 112 px (512-d), random weights, eval mode,
+float32, one forward pass (no flip TTA) at batch 1 and 64; median of repeats after a warm-up
+(which also runs the runtime's per-layer algorithm timing), images/s. "fastconv <backend>" is the
+network as the runtime runs it (``fastconv.face.inference.prepare``: BatchNorm folded, no caches,
+chunked, measured algorithms); ``--plain`` adds the converted engine model as it trains
+("fastconv <backend> plain"). ``--clock process`` times process CPU time instead of wall time
+(with one thread: less sensitive to other processes on a shared machine). The ONNX model is
 written by ``fastconv.face.export.export_onnx``, the function behind ``fastconv face export-onnx``.
 First-call latency is measured separately, in fresh processes: import, load ``model.npz`` and embed
 one image (Numba loads its compiled kernels from its on-disk cache here).
@@ -38,20 +43,20 @@ print(t1 - t0, t2 - t1, t3 - t2)
 """
 
 
-def _median_s(fn, repeats, budget):
+def _median_s(fn, repeats, budget, clock=time.perf_counter):
     import statistics
 
     fn()  # warm-up
     samples, spent = [], 0.0
     while len(samples) < repeats and (len(samples) < 2 or spent < budget):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        samples.append(time.perf_counter() - t)
+        samples.append(clock() - t)
         spent += samples[-1]
     return statistics.median(samples), len(samples)
 
 
-def measure(threads, quick, workdir):
+def measure(threads, quick, workdir, plain=False, clock=time.perf_counter):
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -59,6 +64,7 @@ def measure(threads, quick, workdir):
     import fastconv as fc
     from fastconv.face.converter import convert, torch_state
     from fastconv.face.export import export_onnx
+    from fastconv.face.inference import prepare
     from fastconv.face.model_file import describe_model, save_model_file
     from fastconv.face.models import get_model
 
@@ -68,6 +74,7 @@ def measure(threads, quick, workdir):
         torch.manual_seed(0)
         model = get_model(name, dim, input_size=size, **kw).eval()
         net = convert(model, np.float32)
+        prepared = prepare(net)
         onnx_path = os.path.join(workdir, f"{name}.onnx")
         export_onnx(model, onnx_path, size)
         opts = ort.SessionOptions()
@@ -79,10 +86,11 @@ def measure(threads, quick, workdir):
             xt = torch.from_numpy(x)
             contenders = {}
             for backend in fc.available_backends():
-                def run(b=backend):
-                    with fc.use_backend(b):
-                        net(x)
-                contenders[f"fastconv {backend}"] = run
+                for label, engine in (("", prepared), (" plain", net)) if plain else (("", prepared),):
+                    def run(b=backend, engine=engine):
+                        with fc.use_backend(b), fc.no_grad():
+                            engine(x)
+                    contenders[f"fastconv {backend}{label}"] = run
 
             def run_torch():
                 with torch.no_grad():
@@ -90,7 +98,7 @@ def measure(threads, quick, workdir):
             contenders["torch CPU"] = run_torch
             contenders["onnxruntime"] = lambda: sess.run(["embedding"], {"input": x})
             for who, fn in contenders.items():
-                s, n = _median_s(fn, repeats, budget)
+                s, n = _median_s(fn, repeats, budget, clock)
                 rows.append({"model": name, "size": size, "batch": batch, "engine": who, "median_s": s,
                              "images_per_s": batch / s, "repeats": n})
                 print(f"{name}@{size} batch {batch:>2} {who:<20} {batch / s:9.1f} img/s ({1e3 * s:.1f} ms)",
@@ -118,6 +126,15 @@ def markdown(rows, first):
     for (model, size, batch) in dict.fromkeys((r["model"], r["size"], r["batch"]) for r in rows):
         cell = {r["engine"]: r["images_per_s"] for r in rows if (r["model"], r["size"], r["batch"]) == (model, size, batch)}
         lines.append(f"| {model} @ {size} px | {batch} | " + " | ".join(f"{cell[e]:.1f}" for e in engines) + " |")
+    ours = [e for e in engines if e.startswith("fastconv")]
+    lines += ["", "time ratio (fastconv time / other engine's time; below 1: fastconv is faster)", "",
+              "| model | batch | " + " | ".join(f"{e} / torch | {e} / onnxruntime" for e in ours) + " |",
+              "|---|---:|" + "---:|" * (2 * len(ours))]
+    for (model, size, batch) in dict.fromkeys((r["model"], r["size"], r["batch"]) for r in rows):
+        cell = {r["engine"]: r["images_per_s"] for r in rows
+                if (r["model"], r["size"], r["batch"]) == (model, size, batch)}
+        lines.append(f"| {model} @ {size} px | {batch} | " + " | ".join(
+            f"{cell['torch CPU'] / cell[e]:.2f} | {cell['onnxruntime'] / cell[e]:.2f}" for e in ours) + " |")
     lines += ["", "| model | backend | import + load model.npz (s) | first embed (s) | second embed (s) |",
               "|---|---|---:|---:|---:|"]
     lines += [f"| {f['model']} | {f['backend']} | {f['import_and_load_s']:.2f} | {f['first_call_s']:.3f} | "
@@ -129,23 +146,28 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.face_embed", description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1, help="threads for every engine (default 1)")
     p.add_argument("--quick", action="store_true", help="iresnet_small only, 2 repeats")
+    p.add_argument("--plain", action="store_true", help="also time the unprepared engine model")
+    p.add_argument("--clock", choices=("wall", "process"), default="wall",
+                   help="wall time (default) or process CPU time")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = p.parse_args(argv)
     early = _env.pin_env(args.threads)
     _env.apply_limits(args.threads)
     info = _env.describe(args.threads, early)
     with tempfile.TemporaryDirectory() as tmp:
-        rows, first = measure(args.threads, args.quick, tmp)
+        rows, first = measure(args.threads, args.quick, tmp, args.plain,
+                              time.process_time if args.clock == "process" else time.perf_counter)
     info["loadavg_end"] = _env._loadavg()
     from fastconv.atomic import write_json, write_text
 
     os.makedirs(args.out, exist_ok=True)
-    write_json(os.path.join(args.out, "face_embed.json"), {"machine": info, "rows": rows, "first_call": first})
+    write_json(os.path.join(args.out, "face_embed.json"), {"machine": info, "clock": args.clock, "rows": rows,
+                                                           "first_call": first})
     table = markdown(rows, first)
     write_text(os.path.join(args.out, "face_embed.md"), table)
     print(table)
     print(f"load average {info['loadavg_start']} -> {info['loadavg_end']}; {info['processor']}; "
-          f"{args.threads} thread(s)")
+          f"{args.threads} thread(s); {args.clock} clock")
     return 0
 
 

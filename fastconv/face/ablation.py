@@ -77,7 +77,8 @@ def _last_line(path):
 def _command(config, overrides, run_dir):
     """The training command of one variant; it resumes an interrupted run (bit-exactly) from last.pt."""
     cmd = [sys.executable, "-m", "fastconv.face", "train", "--config", config, "--protocol", "view1",
-           "--out", str(run_dir), "--quiet", "--set", "data.val_devtest=true"]
+           "--out", str(run_dir), "--quiet", "--set", "data.val_devtest=true",
+           "--set", "budget_minutes=0"]  # the preset's epoch counts: equal for every variant, no probe each
     if (pathlib.Path(run_dir) / "last.pt").is_file():
         cmd.append("--resume")
     for o in overrides:

@@ -41,8 +41,9 @@ def _add_common(p, checkpoint=True, scorer="auto"):
 
     # --scorer, not --backend: in fastconv "backend" names the compute engine (numpy, cython, numba)
     p.add_argument("--scorer", choices=["auto", "cosine", "plda"], default=scorer,
-                   help="pair scorer: cosine of the embeddings, or the checkpoint's PLDA back-end (scores are "
-                        f"log-likelihood ratios); auto = plda when the checkpoint stores one (default {scorer})")
+                   help="pair scorer: cosine of the embeddings (scores and threshold in [-1, 1]), or the PLDA "
+                        "back-end stored in the checkpoint or model.npz (scores and threshold are natural-log "
+                        f"likelihood ratios, 0 = equal evidence); auto = plda when one is stored (default {scorer})")
 
 
 def _add_detect(p):
@@ -52,13 +53,21 @@ def _add_detect(p):
                         "(verify) or skipped (embed)")
 
 
+def _add_image_command(p, func, scorer="auto"):
+    """The options verify and embed share: -c or --model, --scorer, --no-flip, --detect."""
+    _add_common(p, "or-model", scorer=scorer)
+    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
+    _add_detect(p)
+    p.set_defaults(func=func)
+
+
 def _loader(args):
     """``load(path, pre) -> uint8 (3, S, S)`` for --detect or plain LFW-style images."""
     if args.detect:
         from .serve.pipeline import load_detected
 
         return load_detected
-    from .data import load_image
+    from .preprocess import load_image
 
     return load_image
 
@@ -105,17 +114,16 @@ def add_eval_commands(subparsers) -> None:
         "verify", help="are two face images the same person?",
         description="Score of two images (cosine, or the PLDA back-end's log-likelihood ratio with "
                     "--scorer plda / auto) and a same/different decision at the checkpoint's stored "
-                    "threshold for that scorer (or --threshold). Images that are not 250x250 get their shorter "
+                    "threshold for that scorer (or --threshold), from -c best.pt on torch or --model model.npz on "
+                    "fastconv's engine with the same scores and decision. Images that are not 250x250 get their shorter "
                     "side resized to 250 and are centre-cropped to 250x250 first, then preprocessed "
                     "exactly like training (crop and size from the checkpoint).")
     p.add_argument("image_a")
     p.add_argument("image_b")
-    _add_common(p, "or-model")
     p.add_argument("--threshold", type=float, default=None,
-                   help="threshold on the scorer's scale (overrides the checkpoint's)")
-    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
-    _add_detect(p)
-    p.set_defaults(func=cmd_verify)
+                   help="threshold on the scorer's scale: a cosine with --scorer cosine, a log-likelihood ratio "
+                        "with plda (overrides the one stored in the checkpoint or model.npz)")
+    _add_image_command(p, cmd_verify)
 
     # embed
     p = subparsers.add_parser(
@@ -126,11 +134,8 @@ def add_eval_commands(subparsers) -> None:
                     "the back-end's features u = T (e - mean) (N, k) instead, and the sidecar holds "
                     "a, b, c of LLR(u, v) = sum a (u^2 + v^2) + b u v + c.")
     p.add_argument("directory")
-    _add_common(p, "or-model", scorer="cosine")
     p.add_argument("--out", "-o", required=True, help="output .npy file")
-    p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
-    _add_detect(p)
-    p.set_defaults(func=cmd_embed)
+    _add_image_command(p, cmd_embed, scorer="cosine")
 
     # fit-scorer
     p = subparsers.add_parser(
@@ -184,23 +189,55 @@ def _pairs_for(args):
     return view2_fold(lfw, args.fold).test_pairs, None, root, f"LFW View 2 fold {args.fold} of pairs.txt"
 
 
-def _scorer_for(args, meta, cosine_threshold):
-    """-> (scorer, its checkpoint threshold or None, where that threshold comes from)."""
-    from .scoring import choose_scorer, stored_scorer
+class ModelSource:
+    """What ``verify`` / ``embed`` need from ``-c best.pt`` (torch) or ``--model model.npz`` (fastconv):
 
-    scorer = choose_scorer(args.scorer, stored_scorer(meta))
+    ``preprocess``; ``embed(images uint8 (N, 3, S, S), batch_size, flip, progress) -> (N, D)``
+    L2-normalised; ``cosine_threshold`` and ``cosine_source`` (or None); ``stored``: the PLDA
+    back-end (``scoring.PLDAScorer``) or None; ``what`` ("checkpoint" / "model file") and ``origin``
+    (the sidecar's fields naming it).
+    """
+
+    def __init__(self, preprocess, embed, cosine_threshold, cosine_source, stored, what, origin):
+        self.preprocess, self.embed, self.stored, self.what, self.origin = preprocess, embed, stored, what, origin
+        self.cosine_threshold, self.cosine_source = cosine_threshold, cosine_source
+
+
+def _checkpoint_source(args):
+    from .device import resolve_device
+    from .evaluate import embed
+    from .scoring import stored_scorer
+
+    device = resolve_device(args.device)
+    model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
+
+    def run(images, batch_size, flip, progress=False):
+        return embed(model, images, batch_size=batch_size, flip=flip, device=device, progress=progress)
+
+    return ModelSource(pre, run, cos_thr,
+                       meta.get("threshold_source") or "stored in the checkpoint (chosen on its validation pairs)",
+                       stored_scorer(meta, os.fspath(args.checkpoint)), "checkpoint",
+                       {"checkpoint": os.fspath(args.checkpoint)})
+
+
+def _open_source(args):
+    """-> :class:`ModelSource` of ``args.model`` (torch-free, ``cli_runtime``) or ``args.checkpoint``."""
+    if getattr(args, "model", None) is not None:
+        from .cli_runtime import model_file_source
+
+        return model_file_source(args)
+    return _checkpoint_source(args)
+
+
+def _scorer_for(args, stored, cosine_threshold, cosine_source, what="checkpoint"):
+    """-> (scorer of ``--scorer``, its stored threshold or None, where that threshold comes from)."""
+    from .scoring import choose_scorer
+
+    scorer = choose_scorer(args.scorer, stored, what)
     if scorer.name == "cosine":
-        return scorer, cosine_threshold, (meta.get("threshold_source")
-                                          or "stored in the checkpoint (chosen on its validation pairs)")
-    return scorer, scorer.threshold, ("a log-likelihood ratio stored with the checkpoint's PLDA back-end "
+        return scorer, cosine_threshold, cosine_source
+    return scorer, scorer.threshold, (f"a log-likelihood ratio stored with the {what}'s PLDA back-end "
                                       "(chosen on its validation pairs)")
-
-
-def _cosine_only_for_model_files(args):
-    """A torch-free model.npz stores no PLDA back-end (yet): refuse ``--scorer plda`` with it."""
-    if args.scorer == "plda":
-        raise ValueError("--scorer plda needs a checkpoint (-c best.pt): a model.npz stores no PLDA back-end; "
-                         "use --scorer cosine with --model")
 
 
 def _jitter_arg(args):
@@ -223,7 +260,9 @@ def cmd_eval(args) -> int:
     jitter = _jitter_arg(args)
     pairs, folds, root, what = _pairs_for(args)
     model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
-    scorer, threshold, _ = _scorer_for(args, meta, cos_thr)
+    from .scoring import stored_scorer
+
+    scorer, threshold, _ = _scorer_for(args, stored_scorer(meta, os.fspath(args.checkpoint)), cos_thr, None)
     print(f"evaluating {args.checkpoint} ({meta.get('model_name', '?')}, {pre.size}x{pre.size}, "
           f"crop {pre.crop}) on {what}")
     print(f"images from {root}; flip TTA {'off' if args.no_flip else 'on'}; device {device}")
@@ -253,25 +292,16 @@ def cmd_eval(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    """Both engines: ``-c best.pt`` on torch, ``--model model.npz`` on fastconv's (no torch import)."""
     import numpy as np
-
-    if args.model is not None:
-        from .cli_runtime import verify_with_model
-
-        _cosine_only_for_model_files(args)
-        return verify_with_model(args)
-
-    from .device import resolve_device
-    from .evaluate import embed
 
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise ValueError(f"--threshold must be a finite number, got {args.threshold}")
-    device = resolve_device(args.device)
-    model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
-    scorer, stored, stored_source = _scorer_for(args, meta, cos_thr)
+    src = _open_source(args)
+    scorer, stored, stored_source = _scorer_for(args, src.stored, src.cosine_threshold, src.cosine_source, src.what)
     load = _loader(args)
-    images = np.stack([load(args.image_a, pre), load(args.image_b, pre)])
-    e = embed(model, images, flip=not args.no_flip, device=device)
+    images = np.stack([load(args.image_a, src.preprocess), load(args.image_b, src.preprocess)])
+    e = src.embed(images, 2, not args.no_flip)
     score = float(scorer.score(e[:1], e[1:])[0])
     if args.threshold is not None:
         thr, source = args.threshold, "--threshold"
@@ -280,14 +310,15 @@ def cmd_verify(args) -> int:
     else:
         thr, source = None, None
     return print_verdict(score, thr, source,
-                         label="cosine score" if scorer.name == "cosine" else "PLDA log-likelihood ratio")
+                         label="cosine score" if scorer.name == "cosine" else "PLDA log-likelihood ratio",
+                         what=src.what)
 
 
-def print_verdict(score, thr, source, label="cosine score") -> int:
+def print_verdict(score, thr, source, label="cosine score", what="checkpoint") -> int:
     """Print the score and, with a threshold, the same/different decision (verify's output)."""
     print(f"{label}: {score:.6f}")
     if thr is None:
-        print("no threshold: the checkpoint stores none; pass --threshold T to decide same/different")
+        print(f"no threshold: the {what} stores none for this scorer; pass --threshold T to decide same/different")
         return 0
     verdict = "same" if score >= thr else "different"
     print(f"threshold:    {thr:.4f} ({source})")
@@ -296,32 +327,24 @@ def print_verdict(score, thr, source, label="cosine score") -> int:
 
 
 def cmd_embed(args) -> int:
-    if args.model is not None:
-        from .cli_runtime import embed_with_model
-
-        _cosine_only_for_model_files(args)
-        return embed_with_model(args)
+    """Both engines, as :func:`cmd_verify`; with ``--scorer plda`` the rows are the back-end's features."""
     import numpy as np
 
-    from .data import decode_images
-    from .device import resolve_device
-    from .evaluate import embed
+    from .preprocess import decode_images
 
     out, sidecar, relpaths = embed_targets(args)
-    device = resolve_device(args.device)
-    model, meta, pre, cos_thr = _open_checkpoint(args.checkpoint, device)
-    scorer = _scorer_for(args, meta, cos_thr)[0]
-    images, kept, skipped = decode_images(args.directory, relpaths, pre, progress=True, load=_loader(args))
+    src = _open_source(args)
+    scorer = _scorer_for(args, src.stored, src.cosine_threshold, src.cosine_source, src.what)[0]
+    images, kept, skipped = decode_images(args.directory, relpaths, src.preprocess, progress=True, load=_loader(args))
     if not len(kept):
         raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read "
                          f"(first: {skipped[0][0]}: {skipped[0][1]})")
     if skipped:
         print(f"skipped {len(skipped)} unreadable images (listed in {sidecar})", file=sys.stderr)
-    emb = embed(model, images, batch_size=args.batch_size, flip=not args.no_flip, device=device, progress=True)
-    if scorer.name != "cosine":
-        emb = scorer.transform(emb).astype(np.float32)
-    return write_embeddings(args, out, sidecar, emb, [relpaths[i] for i in kept], skipped, pre,
-                            checkpoint=os.fspath(args.checkpoint), scorer=_embed_scorer_info(scorer))
+    emb = src.embed(images, args.batch_size, not args.no_flip, progress=True)
+    emb = (emb if scorer.name == "cosine" else scorer.transform(emb)).astype(np.float32)
+    return write_embeddings(args, out, sidecar, emb, [relpaths[i] for i in kept], skipped, src.preprocess,
+                            **src.origin, scorer=_embed_scorer_info(scorer))
 
 
 def _embed_scorer_info(scorer):
@@ -380,7 +403,7 @@ def cmd_fit_scorer(args) -> int:
     if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
         raise ValueError(f"{args.checkpoint} stores no training config (meta['config']) to find its training side")
     data = prepare_data(cfg, progress=True)
-    scorer = fit_training_side(model, data, device, dim=args.dim)
+    scorer = fit_training_side(model, data, device, dim=args.dim, calibration=cfg.get("calibration", "best"))
     state = load_checkpoint(args.checkpoint)
     state["meta"]["scorer"] = state_as_tensors(scorer.to_state())
     save_checkpoint(out, state)

@@ -1,13 +1,14 @@
 """Torch-free subcommands of ``fastconv face``: ``convert``, and ``verify`` / ``embed`` with ``--model``.
 
-``verify`` and ``embed`` given ``--model model.npz`` run here on fastconv's engine (no torch
-import); given ``-c best.pt`` they stay in ``cli_eval`` on torch. ``convert`` needs torch. Bad
+``verify`` and ``embed`` (``cli_eval``) given ``--model model.npz`` open it here
+(:func:`model_file_source`) and run on fastconv's engine (no torch import); given ``-c best.pt``
+they run on torch, with the same scorer choice and output. ``convert`` needs torch. Bad
 input raises (ValueError, OSError); ``cli.run_command`` turns it into one ``error:`` line, exit 2.
 """
 import os
 import sys
 
-__all__ = ["add_convert_command", "verify_with_model", "embed_with_model"]
+__all__ = ["add_convert_command", "model_file_source"]
 
 
 def add_convert_command(subparsers):
@@ -16,7 +17,9 @@ def add_convert_command(subparsers):
         "convert", help="convert a checkpoint to a torch-free model.npz (fastconv engine)",
         description="Map the checkpoint's backbone onto fastconv's engine and write model.npz: float32 "
                     "weights and a JSON description (architecture, preprocessing, embedding size, "
-                    "calibrated threshold), loaded without pickle by `verify/embed --model`.")
+                    "calibrated cosine threshold) plus the checkpoint's PLDA scoring back-end when it stores "
+                    "one (float64 arrays; its threshold is a log-likelihood ratio), loaded without pickle by "
+                    "`verify/embed/serve --model`.")
     p.add_argument("--checkpoint", "-c", required=True, help="checkpoint written by `fastconv face train`")
     p.add_argument("--out", "-o", required=True, help="output .npz file")
     p.set_defaults(func=cmd_convert)
@@ -37,10 +40,13 @@ def cmd_convert(args):
     from .converter import convert_checkpoint
 
     meta, diff = convert_checkpoint(args.checkpoint, args.out)
-    thr = meta["threshold"]
+    thr, sc = meta["threshold"], meta["scorer"]
+    scorer = "no PLDA back-end" if sc is None else (
+        f"PLDA back-end ({sc['dim']} dims, log-likelihood-ratio threshold "
+        f"{'none' if sc['threshold'] is None else format(sc['threshold'], '.4f')})")
     print(f"wrote {args.out}: {meta['model_name']} ({meta['input_size']} px, {meta['embedding_size']}-d), "
-          f"threshold {'none' if thr is None else f'{thr:.4f}'}; max |torch - fastconv| on a random batch "
-          f"= {diff:.3g}")
+          f"cosine threshold {'none' if thr is None else f'{thr:.4f}'}, {scorer}; max |torch - fastconv| on a "
+          f"random batch = {diff:.3g}")
     return 0
 
 
@@ -57,41 +63,15 @@ def _load(args):
     return load_model(args.model, backend=args.backend)
 
 
-def verify_with_model(args):
-    """``fastconv face verify a b --model model.npz``: the same output as the torch path."""
-    import numpy as np
-
-    from .preprocess import load_image
+def model_file_source(args):
+    """``--model model.npz`` as a ``cli_eval.ModelSource`` (fastconv's engine; batches of at most 64)."""
+    from .cli_eval import ModelSource
 
     model = _load(args)
-    images = np.stack([load_image(args.image_a, model.preprocess), load_image(args.image_b, model.preprocess)])
-    e = model.embed(images, flip=not args.no_flip)
-    score = float(e[0].astype(np.float64) @ e[1].astype(np.float64))
-    if args.threshold is not None:
-        thr, source = args.threshold, "--threshold"
-    elif model.threshold is not None:
-        thr, source = model.threshold, model.meta.get("threshold_source", "stored in the model file")
-    else:
-        thr, source = None, None
-    from .cli_eval import print_verdict
 
-    return print_verdict(score, thr, source)
+    def run(images, batch_size, flip, progress=False):
+        return model.embed(images, batch_size=min(batch_size, 64), flip=flip)
 
-
-def embed_with_model(args):
-    """``fastconv face embed DIR --model model.npz -o emb.npy``: the same files as the torch path."""
-    import numpy as np
-
-    from .cli_eval import embed_targets, write_embeddings
-    from .preprocess import decode_images
-
-    out, sidecar, relpaths = embed_targets(args)
-    model = _load(args)
-    images, kept, skipped = decode_images(args.directory, relpaths, model.preprocess, progress=False)
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable images (listed in {sidecar})", file=sys.stderr)
-    if not len(kept):
-        raise ValueError(f"none of the {len(relpaths)} images under {args.directory} could be read")
-    emb = model.embed(images, batch_size=min(args.batch_size, 64), flip=not args.no_flip).astype(np.float32)
-    return write_embeddings(args, out, sidecar, emb, [relpaths[i] for i in kept], skipped, model.preprocess,
-                            model=os.fspath(args.model), engine="fastconv")
+    return ModelSource(model.preprocess, run, model.threshold,
+                       model.meta.get("threshold_source") or "stored in the model file", model.scorer, "model file",
+                       {"model": os.fspath(args.model), "engine": "fastconv"})

@@ -13,6 +13,7 @@ HEADS = ("softmax", "arcface", "cosface", "combined")
 _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
+    "calibration": ("best", "cv-median"),
     "data.protocol": ("view1", "view2", "folder"),
     "ce.head": HEADS, "arcface.head": HEADS,
     "ce.optimizer": ("sgd", "adamw"), "arcface.optimizer": ("sgd", "adamw"),

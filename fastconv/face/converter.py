@@ -2,8 +2,9 @@
 
 ``convert(torch_model)`` -> the fastconv twin (``fastconv.face.engine_models``) with the same
 weights, in eval mode. ``convert_checkpoint(best.pt, model.npz)`` also stores the preprocessing,
-the embedding size and the calibrated threshold (see ``fastconv.face.model_file``) and checks the
-two engines agree on a random batch before writing.
+the embedding size, the calibrated cosine threshold and the checkpoint's PLDA scoring back-end
+when it stores one (its arrays and log-likelihood-ratio threshold; see ``fastconv.face.model_file``)
+and checks the two engines agree on a random batch before writing.
 """
 import numpy as np
 
@@ -78,6 +79,7 @@ def convert_checkpoint(checkpoint, out, atol=1e-3):
     """``best.pt`` -> ``model.npz`` (float32 weights); returns (meta written, parity max|diff|)."""
     from .checkpoint import load_for_inference
     from .model_file import describe_model, save_model_file
+    from .scoring import stored_scorer
 
     opened = load_for_inference(checkpoint)
     torch_model, meta = opened.model, opened.meta
@@ -88,4 +90,5 @@ def convert_checkpoint(checkpoint, out, atol=1e-3):
         raise RuntimeError(f"conversion check failed: max |torch - fastconv| = {diff:.3g} > {atol:g}")
     description = describe_model(name, kwargs, meta["embedding_size"], opened.preprocess.to_dict(), opened.threshold,
                                  meta.get("threshold_source") or "checkpoint (chosen on its validation pairs)")
-    return save_model_file(out, torch_state(torch_model), description), diff
+    scorer = stored_scorer(meta, str(checkpoint))
+    return save_model_file(out, torch_state(torch_model), description, scorer=scorer), diff

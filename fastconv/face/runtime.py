@@ -3,17 +3,23 @@
 >>> from fastconv.face.runtime import load_model
 >>> m = load_model("model.npz")                      # float32; dtype=np.float64 for the exact path
 >>> e = m.embed_files(["a.jpg", "b.jpg"])[0]         # (2, D) L2-normalised, flip TTA
->>> score = float(e[0] @ e[1]); same = score >= m.threshold
+>>> score = float(e[0] @ e[1]); same = score >= m.threshold   # cosine
+>>> llr = m.scorer.score(e[:1], e[1:])[0]            # the stored PLDA back-end (m.scorer None: none stored)
 
 Images are decoded and preprocessed by ``fastconv.face.preprocess`` (Pillow), the code training
-and the torch evaluation use, then normalised as ``x/127.5 - 1``. Importing this module imports
-neither torch nor torchvision.
+and the torch evaluation use, then normalised as ``x/127.5 - 1``. The backbone runs prepared for
+inference (``fastconv.face.inference``: BatchNorm folded into the convolutions and the FC, no
+backward caches, the batch in chunks, the fastest measured algorithm per 3x3 convolution);
+``optimize=False`` runs the plain engine model instead. Importing this module imports neither
+torch nor torchvision.
 """
 import numpy as np
 
 from .. import use_backend
+from ..nn.module import no_grad
 from .engine_models import UnsupportedModel, build_engine_model
-from .model_file import ModelFileError, load_model_file
+from .inference import prepare
+from .model_file import ModelFileError, read_model_file
 from .preprocess import Preprocess, decode_images, load_image, normalize_images
 
 __all__ = ["FaceModel", "load_model", "embed_images", "ModelFileError"]
@@ -41,22 +47,30 @@ def embed_images(forward, images_uint8, dtype=np.float32, batch_size=64, flip=Tr
 
 
 class FaceModel:
-    """A fastconv backbone in eval mode plus the preprocessing and threshold it was trained with."""
+    """A fastconv backbone in eval mode plus the preprocessing and threshold it was trained with.
 
-    def __init__(self, net, meta, dtype=np.float32, backend=None):
+    ``net``: the engine model; ``optimize``: run it prepared for inference (see the module doc).
+    ``threshold``: the calibrated cosine threshold (or None); ``scorer``: the stored PLDA back-end
+    (``fastconv.face.scoring.PLDAScorer``, scores and ``scorer.threshold`` in log-likelihood ratios) or None.
+    """
+
+    def __init__(self, net, meta, dtype=np.float32, backend=None, optimize=True, scorer=None):
         self.net = net.eval()
+        self.forward_net = prepare(self.net) if optimize else self.net
         self.meta = meta
         self.dtype = np.dtype(dtype)
         self.backend = backend
         self.preprocess = Preprocess.from_dict(dict(meta["preprocess"]))
         self.threshold = None if meta.get("threshold") is None else float(meta["threshold"])
         self.embedding_size = int(meta["embedding_size"])
+        self.scorer = scorer
 
     def _forward(self, x):
-        if self.backend is None:
-            return self.net(x)
-        with use_backend(self.backend):
-            return self.net(x)
+        with no_grad():
+            if self.backend is None:
+                return self.forward_net(x)
+            with use_backend(self.backend):
+                return self.forward_net(x)
 
     def embed(self, images_uint8, batch_size=64, flip=True):
         """uint8 (N, 3, S, S) -> (N, D) embeddings in ``dtype``, L2-normalised (flip TTA by default)."""
@@ -73,16 +87,16 @@ class FaceModel:
         return self.embed(load_image(path, self.preprocess)[None], 1, flip)[0]
 
 
-def load_model(path, dtype=np.float32, backend=None):
+def load_model(path, dtype=np.float32, backend=None, optimize=True):
     """Load a ``model.npz`` written by ``fastconv face convert`` -> :class:`FaceModel`.
 
     ``dtype``: float32 (as trained) or float64; ``backend``: a fastconv backend name (default:
-    the current one). Raises :class:`ModelFileError` for a missing, foreign or damaged file.
+    the current one); ``optimize``: prepared for inference (False: the plain engine model). Raises :class:`ModelFileError` for a missing, foreign or damaged file.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    state, meta = load_model_file(path)
+    state, meta, scorer = read_model_file(path)
     try:
         net = build_engine_model(meta["model_name"], int(meta["embedding_size"]), dtype=dtype,
                                  **dict(meta["model_kwargs"]))
@@ -91,4 +105,4 @@ def load_model(path, dtype=np.float32, backend=None):
         raise ModelFileError(f"{path}: {exc}") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: the weights do not fit model {meta['model_name']!r}: {exc}") from None
-    return FaceModel(net, meta, dtype, backend)
+    return FaceModel(net, meta, dtype, backend, optimize, scorer)

@@ -176,18 +176,20 @@ def fit_plda(embeddings, labels, dim=0, reg=1e-4):
     return plda_from_covariances(mean, between, within, dim=dim or min(d, c - 1))
 
 
-def choose_scorer(name, stored):
+def choose_scorer(name, stored, what="checkpoint"):
     """The scorer of ``--scorer NAME``: ``auto`` = the stored back-end when there is one, else cosine.
 
-    ``stored``: the checkpoint's ``PLDAScorer`` or None. ValueError for ``plda`` without one.
+    ``stored``: the ``what``'s (checkpoint, model file) ``PLDAScorer`` or None. ValueError for
+    ``plda`` without one.
     """
     if name not in ("auto",) + SCORERS:
         raise ValueError(f"--scorer must be one of auto, {', '.join(SCORERS)}, got {name!r}")
     if name == "cosine" or (name == "auto" and stored is None):
         return CosineScorer()
     if stored is None:
-        raise ValueError("--scorer plda: the checkpoint stores no PLDA back-end (train with scorer.fit = "
-                         "true, the default, or use --scorer cosine)")
+        fix = "convert a checkpoint that has one" if what == "model file" else "train with scorer.fit = true"
+        raise ValueError(f"--scorer plda: the {what} stores no PLDA back-end ({fix}, or fit one with `fastconv "
+                         f"face fit-scorer`; or use --scorer cosine)")
     return stored
 
 
@@ -210,16 +212,17 @@ def state_as_tensors(state):
             for k, v in state.items()}
 
 
-def fit_training_side(backbone, data, device, dim=0):
+def fit_training_side(backbone, data, device, dim=0, calibration="best"):
     """Fit PLDA on the training images of ``data`` (embedded with flip TTA, as eval does) and calibrate
-    its LLR threshold (best accuracy) on the validation pairs when there are any -> ``PLDAScorer``."""
+    its LLR threshold on the validation pairs when there are any (``calibration``: best | cv-median,
+    ``fastconv.face.calibrate``) -> ``PLDAScorer``."""
+    from .calibrate import calibrate_threshold
     from .evaluate import embed
-    from .metrics import best_threshold
 
     scorer = fit_plda(embed(backbone, data["images"], device=device), data["labels"], dim=dim)
     pairs, same = data["val_pairs"], np.asarray(data["val_same"])
     if len(pairs) and same.any() and not same.all():
         val = embed(backbone, data["val_images"], device=device)
-        thr, _ = best_threshold(scorer.score(val[pairs[:, 0]], val[pairs[:, 1]]), same.astype(np.int64))
-        scorer.threshold = float(thr)
+        scores = scorer.score(val[pairs[:, 0]], val[pairs[:, 1]])
+        scorer.threshold = float(calibrate_threshold(scores, same, pairs, calibration))
     return scorer

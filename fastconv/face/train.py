@@ -126,8 +126,10 @@ def _optimizer(backbone, head, st):
 # ----------------------------------------------------------------------------- validation
 
 
-def validate(model, data, device):
-    """Validation report (EER, best-threshold accuracy and threshold) on the held-out pairs, or None."""
+def validate(model, data, device, calibration="best"):
+    """Validation report on the held-out pairs, or None: EER, best-threshold accuracy, and the
+    ``threshold`` chosen by ``calibration`` (``fastconv.face.calibrate``: best | cv-median)."""
+    from .calibrate import calibrate_threshold
     from .metrics import best_threshold, eer
 
     if len(data["val_pairs"]) == 0 or data["val_same"].all() or not data["val_same"].any():
@@ -138,7 +140,8 @@ def validate(model, data, device):
     a, b = data["val_pairs"][:, 0], data["val_pairs"][:, 1]
     scores = np.sum(emb[a] * emb[b], axis=1)
     e, _ = eer(scores, data["val_same"].astype(np.int64))
-    thr, acc = best_threshold(scores, data["val_same"].astype(np.int64))
+    _, acc = best_threshold(scores, data["val_same"].astype(np.int64))
+    thr = calibrate_threshold(scores, data["val_same"], data["val_pairs"], calibration)
     return {"val_eer": float(e), "val_accuracy": float(acc), "threshold": float(thr)}
 
 
@@ -388,7 +391,7 @@ def end_epoch(run, stage, epoch, record):
     """Rank 0: validate, log and print the epoch record, write ``last.pt`` and (when better) ``best.pt``."""
     run.epochs_done += 1
     if run.is_main:
-        val = validate(run.backbone, run.data, run.device)
+        val = validate(run.backbone, run.data, run.device, run.cfg.get("calibration", "best"))
         if val:
             record.update(val)
             run.last_val = val
@@ -516,7 +519,8 @@ def _fit_scorer(run):
         return
     model = get_model(run.cfg["model"]["name"], run.cfg["model"]["embedding_size"], **model_kwargs(run.cfg))
     model.load_state_dict(best["model"])
-    scorer = fit_training_side(model.to(run.device), run.data, run.device, dim=run.cfg["scorer"]["dim"])
+    scorer = fit_training_side(model.to(run.device), run.data, run.device, dim=run.cfg["scorer"]["dim"],
+                               calibration=run.cfg.get("calibration", "best"))
     best["meta"]["scorer"] = state_as_tensors(scorer.to_state())
     save_checkpoint(path, best)
     run.logger.log({"event": "scorer", "name": scorer.name, "dim": int(scorer.psi.shape[0]),

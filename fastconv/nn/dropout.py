@@ -20,20 +20,16 @@ class Dropout(CachedModule):
     def forward(self, x):
         x = check_input(x, type(self).__name__)
         if not self.training or self.p == 0.0:
-            self._remember(None)
-            object.__setattr__(self, "_shape", (x.shape, x.dtype))
+            self._remember((None, x.shape, x.dtype))
             return x
         keep = rng().random(self._mask_shape(x)) >= self.p
         mask = keep.astype(x.dtype) / x.dtype.type(1.0 - self.p)
-        self._remember(mask)
-        object.__setattr__(self, "_shape", (x.shape, x.dtype))
+        self._remember((mask, x.shape, x.dtype))
         return x * mask
 
     def backward(self, dy):
-        if "_shape" not in self.__dict__:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        check_grad(dy, *self._shape)
-        mask = self.__dict__.get("_cache")
+        mask, shape, dtype = self._recall()
+        check_grad(dy, shape, dtype)
         return dy if mask is None else dy * mask
 
     def extra_repr(self):

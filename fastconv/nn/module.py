@@ -1,11 +1,36 @@
 """Module, Parameter and Sequential: the layer API every layer builds on.
 
 A layer's ``forward(x)`` keeps what its backward needs; ``backward(dy)`` returns dL/dx and
-*adds* dL/dθ into each ``Parameter.grad`` (call ``zero_grad()`` between steps).
+*adds* dL/dθ into each ``Parameter.grad`` (call ``zero_grad()`` between steps). Inside
+``with no_grad():`` forwards keep nothing (inference: no memory held for a backward).
 """
+import contextlib
+import threading
 from collections import OrderedDict
 
 import numpy as np
+
+
+_grad_mode = threading.local()
+
+
+def is_grad_enabled():
+    """False inside :func:`no_grad` (in this thread): forwards then keep no backward caches."""
+    return getattr(_grad_mode, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """``with fc.no_grad(): y = net(x)``: forwards keep no caches, so ``backward`` raises after them."""
+    previous = is_grad_enabled()
+    _grad_mode.enabled = False
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
+_NO_CACHE = object()  # what a forward under no_grad() leaves instead of its cache
 
 
 class Parameter:
@@ -190,10 +215,13 @@ class CachedModule(Module):
     """A module whose backward needs state from its last forward; guards against misuse."""
 
     def _remember(self, cache):
-        object.__setattr__(self, "_cache", cache)
+        object.__setattr__(self, "_cache", cache if is_grad_enabled() else _NO_CACHE)
 
     def _recall(self):
         cache = self.__dict__.get("_cache")
         if cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        if cache is _NO_CACHE:
+            raise RuntimeError(f"{type(self).__name__}.backward called after a forward under no_grad(), "
+                               f"which keeps nothing for a backward; run the forward outside no_grad()")
         return cache

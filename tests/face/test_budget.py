@@ -89,3 +89,32 @@ def test_bad_budget_is_one_error_line(value, capsys):
     assert "--budget-minutes must be a positive number" in capsys.readouterr().err
     with pytest.raises(ValueError, match="budget_minutes must be >= 0"):
         load_config("base", ["budget_minutes=-2"])
+
+
+@pytest.mark.parametrize("preset,minutes", [("cpu-small", 10.0), ("cpu-large", 60.0)])
+def test_cpu_presets_are_defined_by_their_budget(preset, minutes):
+    """cpu-large loads with its budget (cpu-small with --budget-minutes 10), and budget mode picks the epochs
+    from a mocked throughput: the 60-minute preset's larger network gets more epochs than cpu-small's at
+    the speeds its probe measured (cost per image 1.7x), in the preset's CE : ArcFace ratio."""
+    from fastconv.face.config import preset_names
+
+    assert preset in preset_names()  # --config cpu-large, like cpu-small
+    cfg = load_config(preset, [] if preset == "cpu-large" else ["budget_minutes=10"])  # = --budget-minutes 10
+    assert cfg["budget_minutes"] == minutes
+    n_train, n_val = 7000, 600  # about a View 2 training side
+    ips = 44.0 if preset == "cpu-small" else 26.0  # training images/s the probe measured (README)
+    got = choose_epochs(cfg, ips, n_train, n_val, 60 * minutes)
+    per_epoch = {s: (n_train // cfg[s]["batch_size"]) * cfg[s]["batch_size"] / ips + 2 * n_val / (3 * ips)
+                 for s in ("ce", "arcface")}
+    fixed = 2 * (n_train + n_val) / (3 * ips)
+    cost = got["ce"] * per_epoch["ce"] + got["arcface"] * per_epoch["arcface"] + fixed
+    assert cost == pytest.approx(got["estimated_seconds"]) and cost <= SAFETY * 60 * minutes
+    assert cost + min(per_epoch.values()) > SAFETY * 60 * minutes * 0.95  # fills the budget, nearly
+    total = got["ce"] + got["arcface"]
+    assert got["ce"] == round(total * cfg["ce"]["epochs"] / (cfg["ce"]["epochs"] + cfg["arcface"]["epochs"]))
+    if preset == "cpu-large":
+        small = load_config("cpu-small")
+        assert cfg["data"]["size"] > small["data"]["size"] and cfg["model"]["width"] > small["model"]["width"]
+        small["budget_minutes"] = 10.0
+        assert total > sum(choose_epochs(small, 44.0, n_train, n_val, 600).get(s) for s in ("ce", "arcface"))
+

@@ -241,10 +241,3 @@ def test_throughput_times_each_precision_and_format(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["throughput", "--config", "base", "--precision", "fp16", *sets]) == 2
         assert "needs CUDA" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("command", ["verify", "embed"])
-def test_scorer_plda_is_refused_with_a_model_file(command, tmp_path, capsys):
-    args = ["a.jpg", "b.jpg"] if command == "verify" else [str(tmp_path), "-o", str(tmp_path / "e.npy")]
-    assert main([command, *args, "--model", str(tmp_path / "model.npz"), "--scorer", "plda"]) == 2
-    assert "--scorer plda needs a checkpoint" in capsys.readouterr().err

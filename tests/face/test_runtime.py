@@ -153,7 +153,7 @@ def test_other_versions_and_tampered_files_are_refused(checkpoint, tmp_path):
         arrays["w:fc.weight"] = arrays["w:fc.weight"] + np.float32(1e-3)
 
     cases = {
-        "version": (set_meta(format_version=FORMAT_VERSION + 1), "format version 2; this fastconv reads version 1"),
+        "version": (set_meta(format_version=FORMAT_VERSION + 1), "format version 3; this fastconv reads versions 1, 2"),
         "format": (set_meta(format="something-else"), "is not a fastconv face model"),
         "weights": (nudge_weight, "do not match their checksum"),
         "missing": (lambda a: a.pop("w:bn2.running_var"), "do not match their checksum"),
@@ -177,8 +177,151 @@ def test_other_versions_and_tampered_files_are_refused(checkpoint, tmp_path):
     assert zipfile.is_zipfile(good)
 
 
+@pytest.fixture
+def plda_checkpoint(checkpoint, tmp_path):
+    """``checkpoint`` plus a stored PLDA back-end (16-d, LLR threshold 0.5) -> (path, model, scorer)."""
+    from fastconv.face.checkpoint import load_checkpoint, save_checkpoint
+    from fastconv.face.scoring import plda_from_covariances, state_as_tensors
+
+    ckpt, model = checkpoint
+    rng = np.random.default_rng(3)
+    a, w = rng.normal(size=(16, 16)), rng.normal(size=(16, 16))
+    scorer = plda_from_covariances(rng.normal(0, 0.05, 16), 4 * a @ a.T / 16, w @ w.T / 16 + 0.1 * np.eye(16), dim=12)
+    scorer.threshold = 0.5
+    state = load_checkpoint(ckpt)
+    state["meta"]["scorer"] = state_as_tensors(scorer.to_state())
+    path = tmp_path / "plda.pt"
+    save_checkpoint(path, state)
+    return path, model, scorer
+
+
+def test_model_file_carries_the_plda_back_end(plda_checkpoint, tmp_path):
+    ckpt, _, scorer = plda_checkpoint
+    meta, _ = convert_checkpoint(ckpt, tmp_path / "model.npz")
+    assert meta["format_version"] == 2 and meta["threshold_kind"] == "cosine"
+    assert meta["scorer"]["name"] == "plda" and meta["scorer"]["dim"] == 12
+    assert meta["scorer"]["threshold"] == 0.5 and meta["scorer"]["threshold_kind"] == "log-likelihood ratio"
+    m = load_model(tmp_path / "model.npz")
+    assert m.threshold == 0.3125 and m.scorer.threshold == 0.5
+    np.testing.assert_array_equal(m.scorer.T, scorer.T)
+    x = np.random.default_rng(0).normal(size=(5, 16))
+    np.testing.assert_array_equal(m.scorer.score(x, x[::-1]), scorer.score(x, x[::-1]))
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as z:  # plain float64 arrays, no pickle
+        assert {k: z[k].dtype for k in z.files if k.startswith("s:")} == {
+            "s:mean": np.float64, "s:transform": np.float64, "s:psi": np.float64}
+    ckpt_plain = tmp_path / "plain.npz"
+    convert_checkpoint(checkpoint_without_scorer(ckpt, tmp_path), ckpt_plain)
+    assert load_model(ckpt_plain).scorer is None and load_model_file(ckpt_plain)[1]["scorer"] is None
+
+
+def checkpoint_without_scorer(ckpt, tmp_path):
+    from fastconv.face.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(ckpt)
+    del state["meta"]["scorer"]
+    save_checkpoint(tmp_path / "no-scorer.pt", state)
+    return tmp_path / "no-scorer.pt"
+
+
+def test_tampered_scorer_arrays_are_refused(plda_checkpoint, tmp_path):
+    ckpt, _, _ = plda_checkpoint
+    good = tmp_path / "model.npz"
+    convert_checkpoint(ckpt, good)
+
+    def edit_scorer_meta(**changes):
+        def edit(arrays):
+            meta = json.loads(arrays["meta"].tobytes())
+            meta["scorer"].update(changes)
+            arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        return edit
+
+    def nudge(arrays):
+        arrays["s:psi"] = arrays["s:psi"] * 1.001
+
+    def drop_description(arrays):
+        meta = json.loads(arrays["meta"].tobytes())
+        meta["scorer"] = None
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+    cases = {
+        "psi": (nudge, "scorer arrays do not match their checksum"),
+        "missing": (lambda a: a.pop("s:mean"), "scorer arrays do not match their checksum"),
+        "name": (edit_scorer_meta(name="svm"), "unknown stored scorer"),
+        "threshold": (edit_scorer_meta(threshold="high"), "bad stored scorer"),
+        "orphan": (drop_description, "scorer arrays .* without a scorer description"),
+    }
+    for what, (edit, message) in cases.items():
+        bad = tmp_path / f"bad-{what}.npz"
+        _rewrite(good, bad, edit)
+        with pytest.raises(ModelFileError, match=message):
+            load_model(bad)
+
+
+def _printed(out, label):
+    return float(next(line for line in out.splitlines() if line.startswith(label)).split(":")[1].split()[0])
+
+
+@pytest.mark.parametrize("scorer", ["auto", "plda", "cosine"])
+def test_verify_with_model_scores_like_the_checkpoint(plda_checkpoint, tmp_path, face_tree, capsys, scorer):
+    """`verify --model` and `verify -c` agree on score (1e-5), threshold and decision for every --scorer."""
+    from fastconv.face.cli import main
+
+    ckpt, _, _ = plda_checkpoint
+    npz = tmp_path / "model.npz"
+    assert main(["convert", "-c", str(ckpt), "--out", str(npz)]) == 0
+    assert "PLDA back-end (12 dims, log-likelihood-ratio threshold 0.5000)" in capsys.readouterr().out
+    label = "cosine score" if scorer == "cosine" else "PLDA log-likelihood ratio"
+    for a, b in [face_tree.relpaths[:2], (face_tree.relpaths[0], face_tree.relpaths[4])]:
+        a, b = str(face_tree.root / a), str(face_tree.root / b)
+        assert main(["verify", a, b, "-c", str(ckpt), "--scorer", scorer, "--device", "cpu"]) == 0
+        want = capsys.readouterr().out
+        assert main(["verify", a, b, "--model", str(npz), "--scorer", scorer]) == 0
+        got = capsys.readouterr().out
+        ref = _printed(want, label)
+        assert abs(_printed(got, label) - ref) <= 1e-5 * max(1.0, abs(ref))
+        assert _printed(got, "threshold") == _printed(want, "threshold") == (0.3125 if scorer == "cosine" else 0.5)
+        assert [ln for ln in got.splitlines() if ln.startswith("decision")] == \
+            [ln for ln in want.splitlines() if ln.startswith("decision")]
+        if scorer != "cosine":
+            assert "log-likelihood ratio stored with the model file's PLDA back-end" in got
+
+
+def test_embed_with_model_writes_the_plda_features_of_the_checkpoint(plda_checkpoint, tmp_path, face_tree):
+    from fastconv.face.cli import main
+
+    ckpt, _, scorer = plda_checkpoint
+    npz = tmp_path / "model.npz"
+    assert main(["convert", "-c", str(ckpt), "--out", str(npz)]) == 0
+    assert main(["embed", str(face_tree.root), "--model", str(npz), "--scorer", "plda", "-o",
+                 str(tmp_path / "fc.npy")]) == 0
+    assert main(["embed", str(face_tree.root), "-c", str(ckpt), "--scorer", "plda", "-o", str(tmp_path / "t.npy"),
+                 "--device", "cpu"]) == 0
+    got, want = np.load(tmp_path / "fc.npy"), np.load(tmp_path / "t.npy")
+    assert got.shape == want.shape == (len(face_tree.relpaths), 12)
+    assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, np.max(np.abs(want)))
+    side = json.loads((tmp_path / "fc.json").read_text())
+    assert side["scorer"]["name"] == "plda" and side["engine"] == "fastconv"
+    np.testing.assert_allclose(side["scorer"]["b"], scorer.b)
+
+
+def test_scorer_plda_with_a_model_file_without_one_is_a_clear_error(checkpoint, tmp_path, face_tree, capsys):
+    from fastconv.face.cli import main
+
+    ckpt, _ = checkpoint
+    npz = tmp_path / "model.npz"
+    assert main(["convert", "-c", str(ckpt), "--out", str(npz)]) == 0
+    a, b = (str(face_tree.root / r) for r in face_tree.relpaths[:2])
+    capsys.readouterr()
+    assert main(["verify", a, b, "--model", str(npz), "--scorer", "plda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --scorer plda: the model file stores no PLDA back-end") and "Traceback" not in err
+    assert main(["verify", a, b, "--model", str(npz)]) == 0  # auto: cosine
+    assert "cosine score:" in capsys.readouterr().out
+
+
 def test_runtime_imports_neither_torch_nor_torchvision():
-    code = ("import sys, fastconv.face.runtime, fastconv.face.cli_runtime, fastconv.face.preprocess;"
+    code = ("import sys, fastconv.face.runtime, fastconv.face.cli_runtime, fastconv.face.preprocess, "
+            "fastconv.face.cli_eval, fastconv.face.model_file, fastconv.face.scoring;"
             "bad = [m for m in ('torch', 'torchvision') if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

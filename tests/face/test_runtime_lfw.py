@@ -4,7 +4,8 @@ The model is cpu-small's backbone (``iresnet_small``, 64 px, 256-d), randomly in
 BatchNorm statistics calibrated on the same LFW images (a trained model's activations without
 the training). float32: the runtime vs ``fastconv.face.evaluate.embed`` (torch float32), flip
 TTA on: cosine >= 0.99999 and max |diff| <= 1e-4. float64: the runtime vs the torch model in
-float64 with the same flip TTA: max |diff| <= 1e-10.
+float64 with the same flip TTA: max |diff| <= 1e-10. The runtime runs as deployed (prepared for
+inference: BatchNorm folded, measured algorithms), under every backend.
 """
 import os
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-
+import fastconv as fc
 from fastconv.face.converter import convert_checkpoint
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -61,19 +62,19 @@ def _compare(images, normalised, tmp_path):
     convert_checkpoint(tmp_path / "best.pt", tmp_path / "model.npz")
 
     want32 = embed(model, images, flip=True)
-    got32 = load_model(tmp_path / "model.npz").embed(images, flip=True)
-    cosine = np.sum(got32.astype(np.float64) * want32, axis=1)
-    diff32 = float(np.max(np.abs(got32 - want32)))
-    print(f"\nfloat32: min cosine {cosine.min():.9f}, max |diff| {diff32:.3g}")
-    assert cosine.min() >= 0.99999
-    assert diff32 <= 1e-4
-
     m64 = model.double()
     x = torch.from_numpy(images.astype(np.float64) / 127.5 - 1)
     with torch.no_grad():
         want64 = torch.nn.functional.normalize(m64(x) + m64(torch.flip(x, dims=[3])), dim=1).numpy()
-    got64 = load_model(tmp_path / "model.npz", dtype=np.float64).embed(images, flip=True)
-    diff64 = float(np.max(np.abs(got64 - want64)))
-    print(f"float64: max |diff| {diff64:.3g}")
-    assert got64.dtype == np.float64
-    assert diff64 <= 1e-10
+    for backend in fc.available_backends():  # the runtime as deployed: prepared for inference
+        got32 = load_model(tmp_path / "model.npz", backend=backend).embed(images, flip=True)
+        cosine = np.sum(got32.astype(np.float64) * want32, axis=1)
+        diff32 = float(np.max(np.abs(got32 - want32)))
+        got64 = load_model(tmp_path / "model.npz", dtype=np.float64, backend=backend).embed(images, flip=True)
+        diff64 = float(np.max(np.abs(got64 - want64)))
+        print(f"\n{backend}: float32 min cosine {cosine.min():.9f}, max |diff| {diff32:.3g}; "
+              f"float64 max |diff| {diff64:.3g}")
+        assert cosine.min() >= 0.99999
+        assert diff32 <= 1e-4
+        assert got64.dtype == np.float64
+        assert diff64 <= 1e-10

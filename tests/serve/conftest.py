@@ -3,7 +3,8 @@
 tiny_checkpoint : session-wide best.pt of a tiny iresnet18 (width 0.125, D=16, 16 px input) trained for
                   two epochs on synthetic identities (``tests/face/face_synth.py``); it stores a threshold.
 other_checkpoint: the same recipe with another seed (a different model id).
-make_client     : factory ``make_client(gallery_path, checkpoint=None, **create_app_kw)`` -> TestClient.
+make_client     : factory ``make_client(gallery_path, checkpoint=None, scorer="cosine", **create_app_kw)``
+                  -> TestClient (cosine unless asked: most tests check cosine arithmetic).
 photo           : factory ``photo(seed, size=250, mode="RGB", fmt="JPEG") -> bytes`` of a random image.
 lfw_images      : the LFW image folder; skips the test where it is absent.
 """
@@ -57,8 +58,8 @@ def make_client(tiny_checkpoint):
 
     opened = []
 
-    def make(gallery_path, checkpoint=None, detect=False, **kw):
-        emb = TorchEmbedder(checkpoint or tiny_checkpoint)
+    def make(gallery_path, checkpoint=None, detect=False, scorer="cosine", **kw):
+        emb = TorchEmbedder(checkpoint or tiny_checkpoint, scorer=scorer)
         gallery = Gallery(gallery_path, emb.model_id, emb.embedding_size)
         client = TestClient(create_app(emb, gallery, detect=detect, **kw))
         client.__enter__()

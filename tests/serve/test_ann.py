@@ -78,7 +78,8 @@ def test_serve_with_index_ivf(tiny_checkpoint, tmp_path, photo):
     from fastconv.face.serve.command import build_app
 
     args = build_parser().parse_args(["serve", "-c", str(tiny_checkpoint), "--gallery", str(tmp_path / "g.db"),
-                                      "--no-detect", "--index", "ivf", "--index-min-faces", "2", "--nprobe", "4"])
+                                      "--no-detect", "--index", "ivf", "--index-min-faces", "2", "--nprobe", "4",
+                                      "--scorer", "cosine"])
     app, _, gallery = build_app(args)
     files = lambda seed: {"img": ("a.jpg", photo(seed), "image/jpeg")}  # noqa: E731
     with TestClient(app) as c:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fastconv.face.scoring import CosineScorer
 from fastconv.face.serve.embedder import TorchEmbedder
 from fastconv.face.serve.gallery import Gallery, ModelMismatch
 
@@ -25,10 +26,10 @@ def _code(resp):
 def test_health(make_client, tmp_path, tiny_checkpoint):
     c = make_client(tmp_path / "g.db")
     h = c.get("/api/v1/health").json()
-    emb = TorchEmbedder(tiny_checkpoint)
+    emb = TorchEmbedder(tiny_checkpoint, scorer="cosine")
     assert h["model"] == emb.model_id and h["model"].startswith("iresnet18-")
     assert h["engine"] == "torch" and h["threshold"] == pytest.approx(emb.threshold)
-    assert h["threshold_kind"] == "cosine" and h["embedding_size"] == 16 and h["input_size"] == 16
+    assert h["threshold_kind"] == "cosine" and h["scorer"] == "cosine" and h["embedding_size"] == 16 and h["input_size"] == 16
     assert h["gallery"]["faces"] == 0 and h["gallery"]["subjects"] == 0 and h["detect"] is False
 
 
@@ -168,7 +169,7 @@ def test_serve_command_refuses_bad_options(tiny_checkpoint, tmp_path, capsys):
     cases = [(["--model", str(tmp_path / "m.npz")], "m.npz"),
              (["-c", str(tmp_path / "none.pt")], "not found"),
              (["-c", str(tiny_checkpoint), "--port", "0"], "--port"),
-             (["-c", str(tiny_checkpoint), "--threshold", "1.5"], "--threshold"),
+             (["-c", str(tiny_checkpoint), "--scorer", "cosine", "--threshold", "1.5"], "cosine in [-1, 1]"),
              (["-c", str(tiny_checkpoint), "--workers", "0"], "--workers"),
              (["-c", str(tiny_checkpoint), "--max-image-mb", "0"], "--max-image-mb")]
     for extra, message in cases:
@@ -345,6 +346,7 @@ class _BlockingEmbedder:
 
     model_id, engine, threshold, threshold_source = "stub-0", "torch", 0.5, "test"
     crop, size, embedding_size = 150, 16, 4
+    scorer, threshold_kind = CosineScorer(), "cosine"
 
     def __init__(self):
         import threading
@@ -380,8 +382,10 @@ def test_inference_is_off_the_event_loop_and_bounded(tmp_path, photo):
         assert first["r"].status_code == 200 and first["r"].json()["embedding"] == [1, 0, 0, 0]
 
 
-def test_model_npz_runs_on_fastconvs_engine(tiny_checkpoint, tmp_path, photo):
-    """--model model.npz (converted from the same checkpoint) serves on the engine and scores like torch."""
+@pytest.mark.parametrize("scorer", ["auto", "cosine"])
+def test_model_npz_runs_on_fastconvs_engine(tiny_checkpoint, tmp_path, photo, scorer):
+    """--model model.npz (converted from the same checkpoint) serves on the engine and scores like torch,
+    with the same scorer (auto: the stored PLDA back-end) and threshold."""
     from fastapi.testclient import TestClient
 
     from fastconv.face.converter import convert_checkpoint
@@ -391,12 +395,84 @@ def test_model_npz_runs_on_fastconvs_engine(tiny_checkpoint, tmp_path, photo):
     npz = tmp_path / "model.npz"
     convert_checkpoint(tiny_checkpoint, npz)
     files = _files(img1=photo(1), img2=photo(2))
-    scores = {}
+    answers = {}
     for kw in ({"checkpoint": tiny_checkpoint}, {"model": npz}):
-        emb = open_embedder(**kw)
+        emb = open_embedder(**kw, scorer=scorer)
         with TestClient(create_app(emb, Gallery(tmp_path / f"{emb.engine}.db", emb.model_id, emb.embedding_size),
                                    detect=False)) as c:
             assert c.get("/api/v1/health").json()["engine"] == emb.engine
-            scores[emb.engine] = c.post("/api/v1/verify", files=files).json()["similarity"]
-    assert set(scores) == {"torch", "fastconv"}
-    assert scores["fastconv"] == pytest.approx(scores["torch"], abs=1e-4)
+            answers[emb.engine] = c.post("/api/v1/verify", files=files).json()
+    assert set(answers) == {"torch", "fastconv"}
+    t, f = answers["torch"], answers["fastconv"]
+    assert f["scorer"] == t["scorer"] == ("plda" if scorer == "auto" else "cosine")
+    assert f["threshold"] == t["threshold"] and f["threshold_kind"] == t["threshold_kind"]
+    assert f["similarity"] == pytest.approx(t["similarity"], abs=1e-4 * max(1.0, abs(t["similarity"])))
+    assert f["verified"] == t["verified"]
+
+
+def test_verify_and_identify_score_with_the_stored_plda_back_end(make_client, tmp_path, photo, tiny_checkpoint):
+    """auto = the checkpoint's PLDA back-end, as `fastconv face verify`: LLR scores, its LLR threshold,
+    said in every answer; identify ranks the gallery by LLR; bad requests stay 4xx JSON."""
+    from fastconv.face.checkpoint import load_for_inference
+    from fastconv.face.data import load_image
+    from fastconv.face.evaluate import embed
+    from fastconv.face.scoring import stored_scorer
+
+    model, meta, pre, _ = load_for_inference(tiny_checkpoint)
+    plda = stored_scorer(meta)
+    assert plda is not None and plda.threshold is not None  # train fits one by default
+    imgs = [photo(i) for i in range(1, 5)]
+    for i, data in enumerate(imgs):
+        (tmp_path / f"{i}.jpg").write_bytes(data)
+    e = embed(model, np.stack([load_image(tmp_path / f"{i}.jpg", pre) for i in range(4)]))
+
+    c = make_client(tmp_path / "g.db", scorer="auto")
+    h = c.get("/api/v1/health").json()
+    assert (h["scorer"], h["threshold_kind"]) == ("plda", "log-likelihood ratio")
+    assert h["threshold"] == pytest.approx(plda.threshold, abs=1e-12)
+    body = c.post("/api/v1/verify", files=_files(img1=imgs[0], img2=imgs[1])).json()
+    want = float(plda.score(e[:1], e[1:2])[0])
+    assert body["scorer"] == "plda" and body["threshold_kind"] == "log-likelihood ratio"
+    assert body["similarity"] == pytest.approx(want, abs=1e-5 * max(1.0, abs(want)))
+    assert body["verified"] == (body["similarity"] >= plda.threshold)
+    cosine = float(e[0] @ e[1])
+    assert abs(body["similarity"] - cosine) > 1e-3  # really not the cosine
+
+    for name, data in (("A", imgs[0]), ("B", imgs[1]), ("C", imgs[2])):
+        assert c.post("/api/v1/subjects", json={"name": name}).status_code == 201
+        assert c.post(f"/api/v1/subjects/{name}/faces", files=_files(img=data)).status_code == 201
+    hits = c.post("/api/v1/identify", files=_files(img=imgs[3]), data={"top_k": "3"}).json()
+    llr = plda.score_matrix(e[3:4], e[:3])[0]
+    order = np.argsort(-llr)
+    assert [r["subject"] for r in hits["results"]] == [["A", "B", "C"][i] for i in order]
+    np.testing.assert_allclose([r["similarity"] for r in hits["results"]], llr[order], rtol=1e-5, atol=1e-5)
+    assert [r["accepted"] for r in hits["results"]] == [bool(v >= plda.threshold) for v in llr[order]]
+    assert hits["scorer"] == "plda" and hits["threshold_kind"] == "log-likelihood ratio"
+    r = c.post("/api/v1/identify", files=_files(img=imgs[3]), data={"top_k": "0"})
+    assert r.status_code == 422 and _code(r) == "bad_field"
+    r = c.post("/api/v1/verify", files=_files(img1=imgs[0]))
+    assert r.status_code == 422 and _code(r) == "missing_field"
+
+    cos = make_client(tmp_path / "c.db", scorer="cosine").post("/api/v1/verify", files=_files(img1=imgs[0], img2=imgs[1]))
+    assert cos.json()["scorer"] == "cosine" and cos.json()["similarity"] == pytest.approx(cosine, abs=1e-5)
+
+
+def test_serve_scorer_options(tiny_checkpoint, tmp_path, capsys):
+    """--scorer plda takes an LLR --threshold outside [-1, 1]; plda without a stored back-end is refused."""
+    from fastconv.face.checkpoint import load_checkpoint, save_checkpoint
+    from fastconv.face.cli import main
+    from fastconv.face.serve.embedder import open_embedder
+
+    emb = open_embedder(checkpoint=tiny_checkpoint, scorer="plda", threshold=3.5)
+    assert (emb.threshold, emb.threshold_source, emb.threshold_kind) == (3.5, "--threshold", "log-likelihood ratio")
+    state = load_checkpoint(tiny_checkpoint)
+    del state["meta"]["scorer"]
+    save_checkpoint(tmp_path / "plain.pt", state)
+    assert open_embedder(checkpoint=tmp_path / "plain.pt").scorer.name == "cosine"  # auto without one
+    assert main(["serve", "--gallery", str(tmp_path / "g.db"), "-c", str(tmp_path / "plain.pt"),
+                 "--scorer", "plda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --scorer plda: the checkpoint stores no PLDA back-end"), err
+    assert main(["serve", "--gallery", str(tmp_path / "g.db"), "-c", str(tiny_checkpoint), "--scorer", "plda",
+                 "--threshold", "nan"]) == 2
+    assert "finite log-likelihood ratio" in capsys.readouterr().err

@@ -89,7 +89,11 @@ def test_page_verifies_enrols_and_identifies(browser, lfw_images, tiny_checkpoin
         _by_id(d, "key-save").click()
         _wait(d, lambda d: d.execute_script("return document.body.dataset.ready") == "true")
         assert _by_id(d, "engine").text == "torch"
-        assert _by_id(d, "model").text == httpx.get(srv.url + "/api/v1/health", headers={"x-api-key": KEY}).json()["model"]
+        health = httpx.get(srv.url + "/api/v1/health", headers={"x-api-key": KEY}).json()
+        assert _by_id(d, "model").text == health["model"]
+        assert health["scorer"] == "plda"  # the checkpoint stores a PLDA back-end: auto serves with it
+        assert _by_id(d, "scorer").get_attribute("data-kind") == health["threshold_kind"] == "log-likelihood ratio"
+        assert _by_id(d, "scorer").text == "plda log-likelihood ratio"
         d.refresh()  # ... once: the key is remembered
         _wait(d, lambda d: d.execute_script("return document.body.dataset.ready") == "true")
         assert not _by_id(d, "key-dialog").is_displayed()
@@ -128,9 +132,12 @@ def test_page_verifies_enrols_and_identifies(browser, lfw_images, tiny_checkpoin
         subjects = httpx.get(srv.url + "/api/v1/subjects", headers={"x-api-key": KEY}).json()
         assert [(s["name"], s["n_faces"]) for s in subjects["subjects"]] == [("Colin_Powell", 1), ("George_W_Bush", 2)]
 
-        _by_id(d, "identify-file").send_keys(str(bush[1]))  # an enrolled photo: found with similarity 1
+        _by_id(d, "identify-file").send_keys(str(bush[1]))  # an enrolled photo: found, with the API's scores
         _wait(d, lambda d: _by_id(d, "identify-decision").get_attribute("data-subject") == "George_W_Bush")
         rows = [r.text.split() for r in _by_id(d, "identify-results").find_elements("css selector", "tbody tr")]
         assert [r[1] for r in rows] == ["George_W_Bush", "Colin_Powell"]
-        assert float(rows[0][2]) == pytest.approx(1.0, abs=1e-3)
+        api = httpx.post(srv.url + "/api/v1/identify", headers={"x-api-key": KEY}, timeout=60,
+                         files={"img": (bush[1].name, bush[1].read_bytes(), "image/jpeg")}).json()
+        assert [float(r[2]) for r in rows] == pytest.approx([m["similarity"] for m in api["results"]], abs=1e-3)
+        assert api["results"][0]["accepted"] and api["results"][0]["similarity"] > api["threshold"]
         d.save_screenshot(str(ARTIFACTS / "identify.png"))

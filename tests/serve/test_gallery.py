@@ -48,6 +48,40 @@ def test_search_is_exact_best_face_per_subject(tmp_path):
         g.search(E[0][:5])
 
 
+def test_plda_search_ranks_by_log_likelihood_ratio_through_adds_and_deletes(tmp_path):
+    """search(scorer=PLDA) == the scorer's own score_matrix, best face per subject, while the cached
+    transformed faces follow appends and deletions."""
+    from fastconv.face.scoring import plda_from_covariances
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(D, D))
+    plda = plda_from_covariances(rng.normal(0, 0.1, D), a @ a.T / D, np.eye(D) * 0.3, dim=10)
+    g, names, owner, E, ids = _filled(tmp_path / "g.db", rng, n_subjects=12, n_faces=60)
+
+    def check(q, E, owner, ids):
+        s = plda.score_matrix(q[None].astype(np.float64), E.astype(np.float64))[0]
+        best = {}
+        for i, o in enumerate(owner):
+            if o not in best or s[i] > s[best[o]]:
+                best[o] = i
+        expect = sorted(best.items(), key=lambda kv: -s[kv[1]])[:5]
+        hits = g.search(q, top_k=5, scorer=plda)
+        assert [h.face_id for h in hits] == [ids[i] for _, i in expect]
+        np.testing.assert_allclose([h.similarity for h in hits], [s[i] for _, i in expect], rtol=1e-9, atol=1e-9)
+
+    for q in _unit(rng, 3):
+        check(q, E, owner, ids)
+    extra = _unit(rng, 4)
+    ids = ids + [g.add_face(names[0], e, f"x{i}") for i, e in enumerate(extra)]
+    E, owner = np.concatenate([E, extra]), np.concatenate([owner, [0] * 4])
+    check(extra[2], E, owner, ids)  # an appended face is found (transformed on demand)
+    g.delete_face(ids[10])
+    keep = np.arange(len(ids)) != 10
+    E, owner, ids = E[keep], owner[keep], [i for k, i in zip(keep, ids) if k]
+    for q in _unit(rng, 2):
+        check(q, E, owner, ids)
+
+
 def test_memory_stays_equal_to_the_database(tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "g.db"

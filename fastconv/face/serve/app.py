@@ -5,6 +5,9 @@ strings (or data URLs) in a JSON body; field names as deepface's (``img1``, ``im
 ``img`` elsewhere). Options in the same form / JSON: ``detect`` (bool, default the server's),
 ``crops`` (bool: return the 250x250 crops as JPEG data URLs), ``top_k`` (identify, 1..100).
 
+Verify and identify score with the embedder's ``scorer`` (cosine, or the model's PLDA back-end:
+natural-log likelihood ratios); every answer says which (``scorer``, ``threshold_kind``).
+
 Every error is a JSON body ``{"error": {"code", "message"}}`` with a 4xx status (401 wrong key,
 404 unknown subject/face, 409 subject exists, 413 too large, 415 not JPEG/PNG/WebP, 422 bad
 field / corrupt image / no face, 503 busy). Decoding, detection and the model run in a bounded
@@ -160,6 +163,8 @@ def create_app(embedder, gallery, *, api_key=None, detect=True, max_bytes=DEFAUL
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastconv-serve")
     pending = asyncio.Semaphore(max_pending)
     model = {"model": embedder.model_id, "engine": embedder.engine}
+    scoring = {"scorer": embedder.scorer.name, "threshold": embedder.threshold,
+               "threshold_kind": embedder.threshold_kind}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -197,7 +202,7 @@ def create_app(embedder, gallery, *, api_key=None, detect=True, max_bytes=DEFAUL
 
     @api.get("/health", response_model=schemas.Health)
     async def health():
-        return {**model, "threshold": embedder.threshold, "threshold_source": embedder.threshold_source,
+        return {**model, **scoring, "threshold_source": embedder.threshold_source,
                 "embedding_size": embedder.embedding_size, "input_size": embedder.size, "detect": detect,
                 "max_image_bytes": max_bytes,
                 "gallery": {"path": gallery_path or gallery.path, "subjects": gallery.n_subjects,
@@ -208,9 +213,9 @@ def create_app(embedder, gallery, *, api_key=None, detect=True, max_bytes=DEFAUL
         t0 = time.perf_counter()
         images, options = await _read_images(request, ("img1", "img2"), max_bytes)
         faces, e = await in_pool(faces_of, images, options)
-        sim = float(np.dot(e[0].astype(np.float64), e[1].astype(np.float64)))
-        return {"verified": sim >= embedder.threshold, "similarity": sim, "threshold": embedder.threshold,
-                "threshold_kind": "cosine", "faces": [face_json(f) for f in faces], **model,
+        score = float(embedder.scorer.score(e[:1], e[1:])[0])
+        return {"verified": score >= embedder.threshold, "similarity": score, **scoring,
+                "faces": [face_json(f) for f in faces], **model,
                 "time_ms": 1000 * (time.perf_counter() - t0)}
 
     @api.post("/represent", response_model=schemas.RepresentResponse, openapi_extra=_body_doc("img"))
@@ -277,13 +282,13 @@ def create_app(embedder, gallery, *, api_key=None, detect=True, max_bytes=DEFAUL
         images, options = await _read_images(request, ("img",), max_bytes)
         top_k = _as_top_k(options.get("top_k", 5))
         faces, e = await in_pool(faces_of, images, options)
-        hits = await in_pool(gallery.search, e[0], top_k)
+        hits = await in_pool(gallery.search, e[0], top_k, embedder.scorer)
         thr = embedder.threshold
         results = [{"subject": h.subject, "similarity": h.similarity, "face_id": h.face_id,
                     "accepted": h.similarity >= thr} for h in hits]
         accepted = bool(results) and results[0]["accepted"]
         return {"results": results, "accepted": accepted, "subject": results[0]["subject"] if accepted else None,
-                "threshold": thr, "threshold_kind": "cosine", "gallery_faces": len(gallery),
+                **scoring, "gallery_faces": len(gallery),
                 "face": face_json(faces[0]), **model, "time_ms": 1000 * (time.perf_counter() - t0)}
 
     app.include_router(api)

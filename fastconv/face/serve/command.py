@@ -20,7 +20,12 @@ def add_serve_command(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", default=None,
                    help="require this x-api-key header on every /api route (default $FASTCONV_API_KEY, else none)")
-    p.add_argument("--threshold", type=float, default=None, help="cosine threshold (default: the model's stored one)")
+    p.add_argument("--scorer", choices=["auto", "cosine", "plda"], default="auto",
+                   help="how verify and identify score a pair: cosine of the embeddings (threshold in [-1, 1]) or "
+                        "the PLDA back-end stored in the checkpoint / model.npz (scores and threshold are natural-log "
+                        "likelihood ratios); auto = plda when one is stored (default), as `fastconv face verify`")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="threshold on the scorer's scale (default: the model's stored one for that scorer)")
     p.add_argument("--no-detect", action="store_true",
                    help="take images as LFW-style 250x250 crops by default (requests may still say detect=true)")
     p.add_argument("--max-image-mb", type=float, default=10.0, help="largest accepted image, MB (default 10)")
@@ -51,7 +56,7 @@ def build_app(args):
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     api_key = args.api_key if args.api_key is not None else os.environ.get("FASTCONV_API_KEY") or None
     embedder = open_embedder(checkpoint=args.checkpoint, model=args.model, threshold=args.threshold,
-                             device=args.device, threads=args.threads)
+                             device=args.device, threads=args.threads, scorer=args.scorer)
     index = None
     if args.index == "ivf":
         from .ann import IVFIndex
@@ -72,8 +77,8 @@ def cmd_serve(args) -> int:
     except ImportError as exc:
         raise RuntimeError(f"{exc}: fastconv face serve needs the serve extra (pip install 'fastconv[serve]')") from None
     app, embedder, gallery = build_app(args)
-    print(f"model {embedder.model_id} on {embedder.engine}, threshold {embedder.threshold:.4f} "
-          f"{embedder.threshold_source}; gallery {args.gallery}: {len(gallery)} faces", flush=True)
+    print(f"model {embedder.model_id} on {embedder.engine}, {embedder.scorer.name} scorer, threshold "
+          f"{embedder.threshold:.4f} ({embedder.threshold_kind}, {embedder.threshold_source}); gallery {args.gallery}: {len(gallery)} faces", flush=True)
     print(f"serving http://{args.host}:{args.port}/ (API docs at /docs)", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

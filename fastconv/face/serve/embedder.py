@@ -3,7 +3,9 @@
 An embedder maps preprocessed face crops, uint8 (N, 3, S, S) with S = ``size``, to L2-normalised
 float32 embeddings (N, D), and says which model it is (``model_id``: a digest of the weights, so a
 gallery can refuse embeddings of another model), which engine runs it, its preprocessing
-(``crop`` px of the 250x250 LFW frame resized to ``size``) and its cosine ``threshold``.
+(``crop`` px of the 250x250 LFW frame resized to ``size``), and how pairs are scored: ``scorer``
+(``fastconv.face.scoring``: cosine, or the model's stored PLDA back-end, whose scores are
+natural-log likelihood ratios) with its ``threshold`` on that scale (``threshold_kind``).
 
 :class:`TorchEmbedder` runs a ``fastconv face train`` checkpoint on PyTorch. A torch-free
 embedder (``model.npz`` on fastconv's engine) plugs in through :func:`open_embedder`.
@@ -25,7 +27,9 @@ __all__ = ["Embedder", "TorchEmbedder", "open_embedder", "weights_digest"]
 class Embedder(Protocol):
     model_id: str  # "<model name>-<16 hex digits of the weights' SHA-256>"
     engine: str  # "torch" or "fastconv"
-    threshold: float  # cosine; same person when similarity >= threshold
+    scorer: object  # fastconv.face.scoring.CosineScorer or PLDAScorer: score(e1, e2), score_matrix
+    threshold: float  # on the scorer's scale; same person when score >= threshold
+    threshold_kind: str  # "cosine" or "log-likelihood ratio" (the scorer's unit)
     threshold_source: str
     crop: int  # centre crop of the 250x250 frame, px
     size: int  # model input side S
@@ -45,17 +49,32 @@ def weights_digest(named_arrays) -> str:
     return h.hexdigest()[:16]
 
 
-def _threshold(stored, override, what):
+def _scoring(name, stored_plda, cosine_threshold, override, what):
+    """-> (scorer of ``--scorer name``, threshold, where it comes from); ValueError when there is none."""
+    from ..scoring import choose_scorer
+
+    scorer = choose_scorer(name, stored_plda, "model file" if what.startswith("model file") else "checkpoint")
     if override is not None:
-        if not math.isfinite(override) or not -1 <= override <= 1:
-            raise ValueError(f"--threshold must be a cosine in [-1, 1], got {override}")
-        return float(override), "--threshold"
+        if not math.isfinite(override) or (scorer.name == "cosine" and not -1 <= override <= 1):
+            scale = "cosine in [-1, 1]" if scorer.name == "cosine" else "finite log-likelihood ratio"
+            raise ValueError(f"--threshold must be a {scale} for the {scorer.name} scorer, got {override}")
+        return scorer, float(override), "--threshold"
+    stored = cosine_threshold if scorer.name == "cosine" else scorer.threshold
     if stored is None:
-        raise ValueError(f"{what} stores no cosine threshold; pass --threshold T")
-    return float(stored), f"stored in {what} (chosen on its validation pairs)"
+        raise ValueError(f"{what} stores no {scorer.unit} threshold for the {scorer.name} scorer; pass --threshold T")
+    return scorer, float(stored), f"stored in {what} (chosen on its validation pairs)"
 
 
-class TorchEmbedder:
+class _Scoring:
+    """``scorer``, ``threshold``, ``threshold_kind``, ``threshold_source`` of an embedder (set by ``_set_scoring``)."""
+
+    def _set_scoring(self, name, stored_plda, cosine_threshold, override, what):
+        self.scorer, self.threshold, self.threshold_source = _scoring(name, stored_plda, cosine_threshold,
+                                                                      override, what)
+        self.threshold_kind = self.scorer.unit
+
+
+class TorchEmbedder(_Scoring):
     """A ``fastconv face train`` checkpoint on PyTorch (CPU unless ``device`` says otherwise).
 
     ``embed`` uses the same flip test-time augmentation as ``fastconv face eval``
@@ -64,9 +83,10 @@ class TorchEmbedder:
 
     engine = "torch"
 
-    def __init__(self, checkpoint, threshold=None, device="cpu", flip=True, threads=None):
+    def __init__(self, checkpoint, threshold=None, device="cpu", flip=True, threads=None, scorer="auto"):
         import torch
 
+        from ..scoring import stored_scorer
         from ..checkpoint import load_for_inference
         from ..device import resolve_device
 
@@ -78,8 +98,8 @@ class TorchEmbedder:
         self.size, self.crop = opened.preprocess.size, opened.preprocess.crop
         self.embedding_size = int(meta["embedding_size"])
         self.model_name = str(meta["model_name"])
-        self.threshold, self.threshold_source = _threshold(opened.threshold, threshold,
-                                                           f"checkpoint {os.path.basename(os.fspath(checkpoint))}")
+        self._set_scoring(scorer, stored_scorer(meta, os.fspath(checkpoint)), opened.threshold, threshold,
+                          f"checkpoint {os.path.basename(os.fspath(checkpoint))}")
         state = self.model.state_dict()
         self.model_id = f"{self.model_name}-" + weights_digest(
             (k, v.detach().cpu().float().numpy()) for k, v in state.items() if v.is_floating_point())
@@ -95,7 +115,7 @@ class TorchEmbedder:
             return embed(self.model, crops, flip=self.flip, device=self.device)
 
 
-class RuntimeEmbedder:
+class RuntimeEmbedder(_Scoring):
     """A ``model.npz`` from ``fastconv face convert`` on fastconv's own engine (no torch in the process).
 
     The engine's layers keep forward state, so one forward runs at a time. ``model_id`` digests the
@@ -104,7 +124,7 @@ class RuntimeEmbedder:
 
     engine = "fastconv"
 
-    def __init__(self, path, threshold=None, threads=None, backend=None):
+    def __init__(self, path, threshold=None, threads=None, backend=None, scorer="auto"):
         from ..runtime import load_model
 
         if threads is not None:
@@ -115,8 +135,8 @@ class RuntimeEmbedder:
         self.size, self.crop = self.model.preprocess.size, self.model.preprocess.crop
         self.embedding_size = self.model.embedding_size
         self.model_name = str(self.model.meta.get("model_name", "model"))
-        self.threshold, self.threshold_source = _threshold(self.model.threshold, threshold,
-                                                           f"model {os.path.basename(os.fspath(path))}")
+        self._set_scoring(scorer, self.model.scorer, self.model.threshold, threshold,
+                          f"model file {os.path.basename(os.fspath(path))}")
         with open(path, "rb") as fh:
             self.model_id = f"{self.model_name}-" + hashlib.sha256(fh.read()).hexdigest()[:16]
         self._lock = threading.Lock()
@@ -128,10 +148,13 @@ class RuntimeEmbedder:
             return np.asarray(self.model.embed(crops), dtype=np.float32)
 
 
-def open_embedder(checkpoint=None, model=None, threshold=None, device="cpu", threads=None) -> Embedder:
-    """The embedder for ``--checkpoint best.pt`` (torch) or ``--model model.npz`` (fastconv's engine)."""
+def open_embedder(checkpoint=None, model=None, threshold=None, device="cpu", threads=None, scorer="auto") -> Embedder:
+    """The embedder for ``--checkpoint best.pt`` (torch) or ``--model model.npz`` (fastconv's engine).
+
+    ``scorer``: auto (the stored PLDA back-end when there is one, else cosine), cosine or plda.
+    """
     if (checkpoint is None) == (model is None):
         raise ValueError("give exactly one of --checkpoint/-c (a .pt checkpoint) or --model (a model.npz)")
     if model is not None:
-        return RuntimeEmbedder(model, threshold=threshold, threads=threads)
-    return TorchEmbedder(checkpoint, threshold=threshold, device=device, threads=threads)
+        return RuntimeEmbedder(model, threshold=threshold, threads=threads, scorer=scorer)
+    return TorchEmbedder(checkpoint, threshold=threshold, device=device, threads=threads, scorer=scorer)

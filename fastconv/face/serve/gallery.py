@@ -177,6 +177,7 @@ class Gallery:
         self._face_ids = np.zeros(self._cap, np.int64)
         self._subject_rows = np.zeros(self._cap, np.int64)  # subject id of each row
         self._n = 0
+        self._scored = None  # (scorer, V (M, k) = T (E - mean), (V * V) @ a (M,)) of the first M rows
         self._names = dict(self._db.execute("SELECT id, name FROM subjects"))
         for face_id, sid, _name, blob, model_id in rows:
             if model_id != self.model_id:
@@ -211,6 +212,7 @@ class Gallery:
 
     def _drop_rows(self, keep):
         """Keep the in-memory rows where ``keep`` (bool (N,)) is true."""
+        self._scored = None
         m = int(keep.sum())
         for attr in ("_E", "_face_ids", "_subject_rows"):
             arr = getattr(self, attr)
@@ -347,11 +349,15 @@ class Gallery:
                 self._maybe_build_index()
 
     # -- search -------------------------------------------------------------------------------
-    def search(self, query, top_k=5) -> list[Hit]:
-        """Exact cosine search: the ``top_k`` subjects whose best face is most similar to ``query`` (D,).
+    def search(self, query, top_k=5, scorer=None) -> list[Hit]:
+        """The ``top_k`` subjects whose best face scores highest against ``query`` (D,), best first.
 
-        ``s = E @ q`` over all N faces, then each subject's best face, sorted by similarity. With an
-        approximate index in use, only its ``max(100, 10 top_k)`` candidate faces are scored.
+        ``scorer`` None or cosine: ``s = E @ q`` over all N faces (cosines). A PLDA back-end
+        (``fastconv.face.scoring.PLDAScorer``): ``s_i = LLR(q, E_i)``, computed as
+        ``a.(u*u) + a.(v_i*v_i) + (b*u).v_i + c`` with ``u = T (q - mean)`` and the faces' ``v_i``
+        (transformed once and kept until a face is deleted). Then each subject's best face, sorted
+        by score (``Hit.similarity``). With an approximate index in use, only its
+        ``max(100, 10 top_k)`` cosine candidates are scored.
         """
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape != (self.dim,):
@@ -365,14 +371,30 @@ class Gallery:
             if self.index_in_use:
                 _, cand = self.index.search(q[None], min(n, max(100, 10 * top_k)))
                 rows = np.searchsorted(self._face_ids[:n], cand[0][cand[0] >= 0])  # ids ascend with rows
-                s = self._E[rows] @ q
             else:
-                rows, s = np.arange(n), self._E[:n] @ q  # (N,): one matrix product
+                rows = np.arange(n)
+            if scorer is None or scorer.name == "cosine":
+                s = self._E[rows] @ q  # (N,): one matrix product
+            else:
+                s = self._llr(scorer, q, rows)
             order = np.argsort(-s, kind="stable")
             ranked = rows[order]
             _, first = np.unique(self._subject_rows[ranked], return_index=True)  # best face of each subject
             return [Hit(self._names[int(self._subject_rows[ranked[p]])], float(s[order[p]]),
                         int(self._face_ids[ranked[p]])) for p in np.sort(first)[:top_k]]
+
+    def _llr(self, scorer, q, rows):
+        """(with the lock) PLDA log-likelihood ratios (len(rows),) of ``q`` against the faces ``rows``."""
+        n = self._n
+        if self._scored is None or self._scored[0] is not scorer:
+            self._scored = (scorer, np.zeros((0, scorer.psi.shape[0])), np.zeros(0))
+        _, V, quad = self._scored
+        if V.shape[0] < n:  # faces appended since: transform only those
+            new = scorer.transform(self._E[V.shape[0]:n])
+            V, quad = np.concatenate([V, new]), np.concatenate([quad, (new * new) @ scorer.a])
+            self._scored = (scorer, V, quad)
+        u = scorer.transform(q[None].astype(np.float64))[0]
+        return quad[rows] + V[rows] @ (scorer.b * u) + float((u * u) @ scorer.a) + scorer.c
 
     def close(self):
         with self._lock:

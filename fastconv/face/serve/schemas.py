@@ -26,11 +26,21 @@ class ModelInfo(BaseModel):
     engine: Literal["torch", "fastconv"]
 
 
-class VerifyResponse(ModelInfo):
+Scorer = Literal["cosine", "plda"]
+ThresholdKind = Literal["cosine", "log-likelihood ratio"]
+
+
+class Scoring(BaseModel):
+    scorer: Scorer = Field(description="cosine of the embeddings, or the model's PLDA back-end")
+    threshold: float = Field(description="same person when the score reaches it, on the scorer's scale")
+    threshold_kind: ThresholdKind = Field(description="'cosine' (in [-1, 1]) or 'log-likelihood ratio' (natural "
+                                                      "log of p(same) / p(different), 0 = equal evidence)")
+
+
+class VerifyResponse(ModelInfo, Scoring):
     verified: bool = Field(description="similarity >= threshold")
-    similarity: float = Field(description="cosine similarity of the two embeddings, in [-1, 1]")
-    threshold: float
-    threshold_kind: Literal["cosine"] = "cosine"
+    similarity: float = Field(description="the scorer's score of the two faces: a cosine in [-1, 1], or the PLDA "
+                                          "log-likelihood ratio (threshold_kind)")
     faces: list[Face]
     time_ms: float
 
@@ -77,17 +87,15 @@ class FaceDeleted(BaseModel):
 
 class Match(BaseModel):
     subject: str
-    similarity: float
+    similarity: float = Field(description="the scorer's score of the probe and this face (cosine or log-likelihood ratio)")
     face_id: int
     accepted: bool = Field(description="similarity >= threshold")
 
 
-class IdentifyResponse(ModelInfo):
+class IdentifyResponse(ModelInfo, Scoring):
     results: list[Match] = Field(description="best face of each of the top_k most similar subjects")
     accepted: bool = Field(description="the best match reaches the threshold")
     subject: Optional[str] = Field(None, description="the best match when accepted, else null")
-    threshold: float
-    threshold_kind: Literal["cosine"] = "cosine"
     gallery_faces: int
     face: Face
     time_ms: float
@@ -100,10 +108,8 @@ class GalleryInfo(BaseModel):
     search: str = Field(description="'exact', or the approximate index in use")
 
 
-class Health(ModelInfo):
+class Health(ModelInfo, Scoring):
     status: Literal["ok"] = "ok"
-    threshold: float
-    threshold_kind: Literal["cosine"] = "cosine"
     threshold_source: str
     embedding_size: int
     input_size: int

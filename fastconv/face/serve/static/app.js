@@ -51,6 +51,8 @@ async function refreshHealth() {
   $("model").textContent = h.model;
   $("engine").textContent = h.engine;
   $("threshold").textContent = h.threshold.toFixed(3);
+  $("scorer").textContent = scoreLabel(h);
+  $("scorer").dataset.kind = h.threshold_kind;
   $("gallery-size").textContent = h.gallery.faces;
   threshold = h.threshold;
   return h;
@@ -63,7 +65,12 @@ document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click",
 }));
 
 // -- verify -------------------------------------------------------------------------------
-const barPos = (s) => `${(100 * (Math.max(-1, Math.min(1, s)) + 1) / 2).toFixed(2)}%`;
+// the bar: a cosine from -1 to 1 as it is; a log-likelihood ratio s through a logistic centred on the
+// threshold t (s = t in the middle, s = t +- 10 near the ends): LLRs have no fixed range
+const barFraction = (s, kind, t) => kind === "log-likelihood ratio" ? 1 / (1 + Math.exp(-(s - t) / 4))
+  : (Math.max(-1, Math.min(1, s)) + 1) / 2;
+const barPos = (s, kind, t) => `${(100 * barFraction(s, kind, t)).toFixed(2)}%`;
+const scoreLabel = (r) => r.threshold_kind === "cosine" ? "cosine" : `${r.scorer} log-likelihood ratio`;
 
 let verifySeq = 0;  // only the newest request's answer is shown (an older pair's may arrive later)
 
@@ -79,14 +86,15 @@ async function runVerify() {
     if (seq !== verifySeq) return;
     $("crop1").src = r.faces[0].crop;
     $("crop2").src = r.faces[1].crop;
+    $("score-kind").textContent = r.threshold_kind === "cosine" ? "cosine similarity" : scoreLabel(r);
     $("similarity").textContent = r.similarity.toFixed(4);
     $("similarity").dataset.value = String(r.similarity);
     $("verify-threshold").textContent = r.threshold.toFixed(4);
     $("decision").textContent = r.verified ? "same person" : "different people";
     $("decision").dataset.verified = String(r.verified);
-    $("bar-fill").style.width = barPos(r.similarity);
+    $("bar-fill").style.width = barPos(r.similarity, r.threshold_kind, r.threshold);
     $("bar-fill").className = "bar-fill " + (r.verified ? "same" : "different");
-    $("bar-threshold").style.left = barPos(r.threshold);
+    $("bar-threshold").style.left = barPos(r.threshold, r.threshold_kind, r.threshold);
     $("verify-result").hidden = false;
   } catch (err) {
     if (seq !== verifySeq) return;
@@ -170,6 +178,7 @@ $("identify-file").addEventListener("change", async () => {
     form.append("top_k", "5");
     const r = await api("/identify", { method: "POST", body: form });
     $("identify-crop").src = r.face.crop;
+    $("identify-score-kind").textContent = r.threshold_kind === "cosine" ? "similarity" : "log-likelihood ratio";
     r.results.forEach((m, i) => {
       const tr = document.createElement("tr");
       tr.className = m.accepted ? "accepted" : "";
