@@ -8,7 +8,7 @@ from .. import functional as F
 from .._validate import check_channels, check_size, float_dtype, int_tuple
 from ..conv_winograd import FilterCache
 from ..random import uniform
-from .module import CachedModule, Parameter
+from .module import CachedModule, Parameter, is_grad_enabled
 
 
 class _ConvNd(CachedModule):
@@ -108,7 +108,7 @@ class Conv2d(_ConvNd):
         b = None if self.bias is None else self.bias.data
         y, cache = conv_algo.conv2d_forward(x, self.weight.data, b, self.stride, self.padding,
                                             self.dilation, self.algo, self._filter_cache, self.groups,
-                                            keep_v=self.training)
+                                            keep_v=self.training and is_grad_enabled())
         self._remember(cache)
         return y
 

@@ -319,6 +319,9 @@ def test_training_layer_stores_v_and_eval_layer_does_not(backend, dtype):
         grads[training] = (y, dx, layer.weight.grad.copy())
     for got, ref in zip(grads[True], grads[False]):
         assert error(got, ref, dtype) <= KERNEL_TOL[np.dtype(dtype)]
+    layer.train()
+    with fc.no_grad():  # keeps no cache, so nothing is stored; the forward is unchanged
+        assert error(layer(x), grads[True][0], dtype) <= KERNEL_TOL[np.dtype(dtype)]
 
 
 # ----------------------------------------------------------------------------- parity vs torch
