@@ -576,6 +576,27 @@ def winograd_filter_grad(const floating[:, :, :, ::1] x, const floating[:, :, :,
     return acc_arr[0] if nw == 1 else acc_arr.sum(axis=0)
 
 
+cdef void _sandwich_filters(const floating* src, Py_ssize_t src_o, Py_ssize_t src_c, Py_ssize_t g_k,
+                            Py_ssize_t g_row, Py_ssize_t g_col, const floating* P, int q, int p,
+                            floating* dst, Py_ssize_t dst_o, Py_ssize_t dst_c, Py_ssize_t o_k,
+                            Py_ssize_t o_e, Py_ssize_t O, Py_ssize_t C, int nthreads) noexcept nogil:
+    """For every filter (o, c): its (q x q) result P g P^T, with g the (p x p) matrix at
+    src + o*src_o + c*src_c (strides g_row, g_col), written at dst + o*dst_o + c*dst_c (element
+    stride o_e); in runs of up to 16 filters along c (g_k / o_k: the stride between them),
+    parallel over o. The filter transform and its gradient differ only in these strides."""
+    cdef Py_ssize_t o, c
+    cdef int nb
+    for o in prange(O, schedule="static", num_threads=nthreads):
+        for c in range(0, C, 16):
+            nb = 16 if C - c >= 16 else C - c
+            if floating is float:
+                fc_sandwich_f(src + o * src_o + c * src_c, g_k, g_row, g_col, P, q, p,
+                              dst + o * dst_o + c * dst_c, o_k, o_e, nb)
+            else:
+                fc_sandwich_d(src + o * src_o + c * src_c, g_k, g_row, g_col, P, q, p,
+                              dst + o * dst_o + c * dst_c, o_k, o_e, nb)
+
+
 def winograd_filter_in(const floating[:, :, :, ::1] w, const floating[:, ::1] G):
     """w (O, C, r, r), G (a, r) -> U (a*a, O, C) with U = G g G^T per filter."""
     cdef Py_ssize_t O = w.shape[0], C = w.shape[1], a = G.shape[0], r = G.shape[1]
@@ -587,15 +608,9 @@ def winograd_filter_in(const floating[:, :, :, ::1] w, const floating[:, ::1] G)
     cdef Py_ssize_t grain = _kernels.get_grain_size()
     out = np.empty((a * a, O, C), dtype=dtype)
     cdef floating[:, :, ::1] U = out
-    cdef Py_ssize_t o, c
-    cdef int nb
-    for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C, grain)):
-        for c in range(0, C, 16):
-            nb = 16 if C - c >= 16 else C - c
-            if floating is float:
-                fc_sandwich_f(&w[o, c, 0, 0], r * r, r, 1, &G[0, 0], a, r, &U[0, o, c], 1, O * C, nb)
-            else:
-                fc_sandwich_d(&w[o, c, 0, 0], r * r, r, 1, &G[0, 0], a, r, &U[0, o, c], 1, O * C, nb)
+    if O and C:
+        _sandwich_filters(&w[0, 0, 0, 0], C * r * r, r * r, r * r, r, 1, &G[0, 0], a, r,
+                          &U[0, 0, 0], C, 1, 1, O * C, O, C, _threads(a * a * O * C, grain))
     return out
 
 
@@ -609,15 +624,7 @@ def winograd_filter_out(const floating[:, :, ::1] dU, const floating[:, ::1] GT)
     cdef Py_ssize_t grain = _kernels.get_grain_size()
     out = np.empty((O, C, r, r), dtype=dtype)
     cdef floating[:, :, :, ::1] dW = out
-    cdef Py_ssize_t o, c
-    cdef int nb
-    for o in prange(O, nogil=True, schedule="static", num_threads=_threads(a * a * O * C, grain)):
-        for c in range(0, C, 16):
-            nb = 16 if C - c >= 16 else C - c
-            if floating is float:
-                fc_sandwich_f(&dU[0, o, c], 1, a * O * C, O * C, &GT[0, 0], r, a, &dW[o, c, 0, 0],
-                              r * r, 1, nb)
-            else:
-                fc_sandwich_d(&dU[0, o, c], 1, a * O * C, O * C, &GT[0, 0], r, a, &dW[o, c, 0, 0],
-                              r * r, 1, nb)
+    if O and C:
+        _sandwich_filters(&dU[0, 0, 0], C, 1, 1, a * O * C, O * C, &GT[0, 0], r, a,
+                          &dW[0, 0, 0, 0], C * r * r, r * r, r * r, 1, O, C, _threads(a * a * O * C, grain))
     return out
