@@ -38,6 +38,8 @@ def test_bad_types_and_choices():
         load_config("base", ["augment.flip=maybe"])
     with pytest.raises(ValueError, match="precision must be one of"):
         load_config("base", ["precision=fp8"])
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        load_config("base", ["calibration=median"])
     with pytest.raises(ValueError, match="unknown preset"):
         load_config("no-such-preset")
 
