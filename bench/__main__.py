@@ -26,9 +26,9 @@ def parse_args(argv):
     p.add_argument("--contenders", nargs="*", default=None, metavar="NAME",
                    help="subset of reference/numba/cython/torch")
     p.add_argument("--algo", default="auto", help="convolution algorithm of the fastconv contenders: "
-                   "im2col, winograd, winograd_f2, winograd_f4 or auto (default: auto, the fastest measured)")
+                   "im2col, winograd, winograd_f2, winograd_f4, winograd_batched_f4 or auto (default: auto, the fastest measured)")
     p.add_argument("--algos", action="store_true", help="one contender per backend and algorithm "
-                   "(im2col, winograd_f2, winograd_f4, auto), and the \"auto\" choices with their timings")
+                   "(im2col, winograd_f2, winograd_f4, winograd_batched_f4, auto), and the \"auto\" choices with their timings")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"directory for bench.json / bench.md (default {DEFAULT_OUT})")
     p.add_argument("--list", action="store_true", help="list the case ids and exit")
     p.add_argument("--profile", action="store_true",

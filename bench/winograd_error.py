@@ -44,7 +44,7 @@ def main(argv=None):
 
     if args.backend:
         fc.set_backend(args.backend)
-    algos = ["im2col", "winograd_f2", "winograd_f4"]
+    algos = list(fc.conv_algo.ALGOS)
     print(f"backend {fc.get_backend()}; cell = max over (y, dx, dW) of max|diff| / max(1, max|ref|)\n")
     print("| dtype | channels | " + " | ".join(algos) + " |")
     print("|---|---:|" + "---:|" * len(algos))

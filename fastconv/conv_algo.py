@@ -4,8 +4,11 @@ Algorithms (``ALGOS``):
 
 * ``"im2col"``: im2col + GEMM (:func:`fastconv.functional.conv_forward`); every convolution.
 * ``"winograd_f2"``, ``"winograd_f4"``: Winograd F(2x2, 3x3) / F(4x4, 3x3)
-  (:mod:`fastconv.conv_winograd`); 2-D, 3x3 kernel, stride 1, dilation 1, any padding.
-  ``"winograd"`` names the default tile size, ``DEFAULT_WINOGRAD``.
+  (:mod:`fastconv.conv_winograd`), fused cache-blocked kernels; 2-D, 3x3 kernel, stride 1,
+  dilation 1, any padding. ``"winograd"`` names the default tile size, ``DEFAULT_WINOGRAD``.
+* ``"winograd_batched_f4"`` (alias ``"winograd_batched"``): the same F(4x4, 3x3) math run
+  batched: whole-batch tile transforms with (m+2)^2 large BLAS GEMMs over all tiles between
+  them; same domain.
 
 ``"auto"`` works like ``torch.backends.cudnn.benchmark``: the first call for a key (op,
 input and weight shapes, stride, padding, dilation, dtype, backend, threads) times every
@@ -33,10 +36,12 @@ from . import _backend, atomic, conv_winograd
 from . import functional as F
 from ._validate import check_grid_side, check_size, conv_output_size, int_tuple
 
-ALGOS = ("im2col", "winograd_f2", "winograd_f4")
+ALGOS = ("im2col", "winograd_f2", "winograd_f4", "winograd_batched_f4")
 DEFAULT_WINOGRAD = "winograd_f4"
-CHOICES = ALGOS + ("winograd", "auto")
-_TILE = {"winograd_f2": 2, "winograd_f4": 4}
+_ALIASES = {"winograd": DEFAULT_WINOGRAD, "winograd_batched": "winograd_batched_f4"}
+CHOICES = ALGOS + tuple(_ALIASES) + ("auto",)
+_WINOGRAD = {"winograd_f2": (2, False), "winograd_f4": (4, False),  # algo -> (tile m, batched)
+             "winograd_batched_f4": (4, True)}
 _FILE_FORMAT = "fastconv-conv-algo-1"
 _current = None
 _tuned = {}   # key (tuple) -> {"algo", "times_ms", "source"}: the decisions of this process
@@ -50,7 +55,7 @@ def _canonical(name, what="algo"):
         raise TypeError(f"{what} must be a str, one of {list(CHOICES)}, got {type(name).__name__}")
     if name not in CHOICES:
         raise ValueError(f"unknown convolution algorithm {name!r}; expected one of {list(CHOICES)}")
-    return DEFAULT_WINOGRAD if name == "winograd" else name
+    return _ALIASES.get(name, name)
 
 
 def get_conv_algo():
@@ -119,13 +124,13 @@ def _run_forward(algo, x, w, b, stride, padding, dilation, filter_cache, backend
         if size + 2 * p < 3:
             raise ValueError(f"conv ({what}): input size {size} with padding {p} is smaller than "
                              f"the kernel span 3 (kernel 3, dilation 1)")
-    m = _TILE[algo]
+    m, batched = _WINOGRAD[algo]
     th, tw = -(-(h + 2 * padding[0] - 2) // m), -(-(wd + 2 * padding[1] - 2) // m)
     check_grid_side(h + 2 * padding[0], "padded input height")
     check_grid_side(wd + 2 * padding[1], "padded input width")
     check_size("Winograd input transform ((m+2)^2 * C * tiles)", (m + 2) ** 2, x.shape[1], x.shape[0], th, tw)
     check_size("Winograd product ((m+2)^2 * O * tiles)", (m + 2) ** 2, w.shape[0], x.shape[0], th, tw)
-    y, cache = conv_winograd.winograd_forward(x, w, b, padding, m, backend, filter_cache, keep_v)
+    y, cache = conv_winograd.winograd_forward(x, w, b, padding, m, backend, filter_cache, keep_v, batched)
     return y, SimpleNamespace(algo=algo, inner=cache)
 
 

@@ -18,10 +18,12 @@ which is what makes Winograd fast: a*a batched GEMMs. Gradients reuse the same p
 * weight gradient, F(3x3, m x m) by transposition of the identity above:
   dW = sum_tiles G^T [ (A dY A^T) (.) (B^T d B) ] G, so dU[xi] (O, C) = dM[xi] (O, T) @ V[xi]^T.
 
-The four transforms below define the math; ``winograd_filter_in``, ``winograd_filter_out``,
-``winograd_conv`` and ``winograd_filter_grad`` are the kernel contract (docs/KERNELS.md), whose
-compiled twins (``fastconv.kernels.cython_winograd``, ``numba_winograd``) fuse the tile
-transforms and GEMMs block by block. Matrices are exact in float64 (rationals with small
+The four transforms below define the math. They and the two whole-batch compositions,
+``winograd_conv`` and ``winograd_filter_grad``, are the kernel contract (docs/KERNELS.md). The
+compiled twins (``fastconv.kernels.cython_winograd``, ``numba_winograd``) run the compositions
+fused, block by block ("winograd_f*"), and the tile transforms over the whole batch for the
+batched algorithm ("winograd_batched_f*": transforms, then a*a BLAS GEMMs over all tiles
+between them). Matrices are exact in float64 (rationals with small
 denominators) and passed in the data's dtype.
 """
 from fractions import Fraction
@@ -104,18 +106,20 @@ def winograd_tiles_in(x, L, m, ph, pw, th, tw):
     return np.ascontiguousarray(v.reshape(a * a, c, n * th * tw))
 
 
-def winograd_tiles_out(M, R, n, oh, ow, th, tw):
-    """Output transform ``Y = R M R^T`` of every tile, cropped to the output grid.
+def winograd_tiles_out(M, R, n, oh, ow, th, tw, bias=None):
+    """Output transform ``Y = R M R^T`` of every tile (+ bias), cropped to the output grid.
 
-    M: (a*a, O, N*th*tw); R: (m, a) (= A^T) -> y: (N, O, oh, ow) with
-    y[n, o, ti*m + i, tj*m + j] = sum_{u,v} R[i, u] R[j, v] M[u*a + v, o, t].
+    M: (a*a, O, N*th*tw); R: (m, a) (= A^T); bias: (O,) or None -> y: (N, O, oh, ow) with
+    y[n, o, ti*m + i, tj*m + j] = sum_{u,v} R[i, u] R[j, v] M[u*a + v, o, t] (+ bias[o]).
     """
     m, a = R.shape
     o = M.shape[1]
     mt = M.reshape(a, a, o, n, th, tw)
     y = np.einsum("iu,jv,uvonts->notisj", R, R, mt, optimize=True)
-    y = y.reshape(n, o, th * m, tw * m)[:, :, :oh, :ow]
-    return np.ascontiguousarray(y)
+    y = np.ascontiguousarray(y.reshape(n, o, th * m, tw * m)[:, :, :oh, :ow])
+    if bias is not None:
+        y += bias[:, None, None]
+    return y
 
 
 def winograd_filter_in(w, G):
@@ -166,10 +170,7 @@ def winograd_conv(x, U, bias, BT, AT, ph, pw, tb, V=None):
     tiles = winograd_tiles_in(x, BT, m, ph, pw, th, tw)    # (a*a, C, T)
     if V is not None:
         V[...] = stored_v_blocks(tiles, tb)
-    y = winograd_tiles_out(np.matmul(U, tiles), AT, n, oh, ow, th, tw)
-    if bias is not None:
-        y += bias[:, None, None]
-    return y
+    return winograd_tiles_out(np.matmul(U, tiles), AT, n, oh, ow, th, tw, bias)
 
 
 def winograd_filter_grad(x, dy, BT, A, ph, pw, tb, V=None):

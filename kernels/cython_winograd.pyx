@@ -1,8 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython twins of the Winograd kernels of ``fastconv.winograd`` (docs/KERNELS.md).
 
-Same four functions and signatures as the reference: the two filter transforms and the two
-fused, cache-blocked convolution kernels. The tiles (``t = (n*th + ti)*tw + tj``) are cut into
+Same six functions and signatures as the reference: the two filter transforms, the two
+fused, cache-blocked convolution kernels, and the two tile transforms over the whole batch
+(``winograd_tiles_in`` / ``winograd_tiles_out``, one (n, c) plane per OpenMP task: the batched
+algorithm, whose GEMMs between them ``fastconv.conv_winograd`` runs). The tiles (``t = (n*th + ti)*tw + tj``) are cut into
 blocks of ``tb`` consecutive tiles; OpenMP workers (``prange``) take blocks in turn, and for
 each block a worker
 
@@ -149,24 +151,27 @@ cdef extern from *:
             int kind) {                                                                     \
         VT d[FC_AMAX][FC_AMAX], t1[FC_AMAX][FC_AMAX], res[FC_AMAX][FC_AMAX];                \
         T seg[FC_LANES * FC_AMAX + FC_AMAX];   /* one input row, zero-padded */             \
-        memset(d, 0, sizeof(d));                                                            \
         for (Py_ssize_t tj0 = 0; tj0 < tw; tj0 += FC_LANES) {                               \
             int nl = (tw - tj0 < FC_LANES) ? (int)(tw - tj0) : FC_LANES;                    \
             Py_ssize_t cf0 = tj0 * m + col0, span = (Py_ssize_t)(nl - 1) * m + r;           \
+            Py_ssize_t full = (Py_ssize_t)(FC_LANES - 1) * m + r; /* zeros past span */     \
             Py_ssize_t k0 = cf0 < 0 ? (-cf0 < span ? -cf0 : span) : 0; /* valid: [k0, k1) */ \
             Py_ssize_t k1 = W - cf0 < span ? W - cf0 : span;                                \
             for (int i = 0; i < r; i++) {                                                   \
                 Py_ssize_t row = row0 + i;                                                  \
                 if (row < 0 || row >= H || k1 <= k0) {                                      \
-                    for (Py_ssize_t k = 0; k < span; k++) seg[k] = 0;                       \
+                    for (Py_ssize_t k = 0; k < full; k++) seg[k] = 0;                       \
                 } else {                                                                    \
                     const T* src = plane + row * W + cf0;                                   \
                     for (Py_ssize_t k = 0; k < k0; k++) seg[k] = 0;                         \
                     for (Py_ssize_t k = k0; k < k1; k++) seg[k] = src[k];                   \
-                    for (Py_ssize_t k = k1; k < span; k++) seg[k] = 0;                      \
+                    for (Py_ssize_t k = k1; k < full; k++) seg[k] = 0;                      \
                 }                                                                           \
-                for (int j = 0; j < r; j++)                                                 \
-                    for (int l = 0; l < nl; l++) d[i][j][l] = seg[l * m + j];               \
+                for (int j = 0; j < r; j++) {  /* built in registers: no store forwarding */ \
+                    const T* q = seg + j;                                                   \
+                    d[i][j] = (VT){q[0], q[m], q[2 * m], q[3 * m], q[4 * m], q[5 * m],      \
+                                   q[6 * m], q[7 * m]};                                     \
+                }                                                                           \
             }                                                                               \
             FC_SEPARABLE(SUF, kind, d, t1, res, L, a, r)                                    \
             for (int u = 0; u < a; u++)                                                     \
@@ -204,14 +209,13 @@ cdef extern from *:
             Py_ssize_t ys, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t row0, T bias, int kind) { \
         VT mv[FC_AMAX][FC_AMAX], t1[FC_AMAX][FC_AMAX], res[FC_AMAX][FC_AMAX];               \
         T seg[FC_LANES * FC_AMAX];              /* one output row of the block */           \
-        memset(mv, 0, sizeof(mv));                                                          \
         for (Py_ssize_t tj0 = 0; tj0 < tw; tj0 += FC_LANES) {                               \
             int nl = (tw - tj0 < FC_LANES) ? (int)(tw - tj0) : FC_LANES;                    \
             for (int u = 0; u < a; u++)                                                     \
                 for (int v = 0; v < a; v++) {                                               \
                     const T* s = M + (Py_ssize_t)(u * a + v) * xs + tj0;                    \
                     if (nl == FC_LANES) memcpy(&mv[u][v], s, sizeof(VT));                   \
-                    else for (int l = 0; l < nl; l++) mv[u][v][l] = s[l];                   \
+                    else for (int l = 0; l < FC_LANES; l++) mv[u][v][l] = l < nl ? s[l] : 0; \
                 }                                                                           \
             FC_SEPARABLE(SUF, kind, mv, t1, res, R, m, a)                                   \
             Py_ssize_t c0 = tj0 * m;                                                        \
@@ -430,21 +434,62 @@ cdef void _block_loop(int grad, const floating[:, :, :, ::1] x, const floating[:
             blk = blk + nw
 
 
+# ----------------------------------------------------------------------------- whole-batch transforms
+cdef void _tiles_in_planes(const floating[:, :, :, ::1] x, const floating* L, int a, int r, int m,
+                           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw,
+                           floating* V, int kind, int nthreads) noexcept nogil:
+    """V (a*a, C, T) = tiles_in(x, L, m, ph, pw, th, tw), one (n, c) plane per task: it reads
+    the plane in order and writes a*a contiguous runs of th*tw tiles."""
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3], T = x.shape[0] * th * tw
+    cdef Py_ssize_t p, n, c, ti
+    for p in prange(x.shape[0] * C, schedule="static", num_threads=nthreads):
+        n = p // C
+        c = p - n * C
+        for ti in range(th):
+            if floating is float:
+                fc_tiles_in_f(&x[n, c, 0, 0], H, W, L, a, r, m, ti * m - ph, -pw, tw,
+                              V + c * T + (n * th + ti) * tw, C * T, kind)
+            else:
+                fc_tiles_in_d(&x[n, c, 0, 0], H, W, L, a, r, m, ti * m - ph, -pw, tw,
+                              V + c * T + (n * th + ti) * tw, C * T, kind)
+
+
+cdef void _tiles_out_planes(const floating* M, const floating* R, int a, int m, Py_ssize_t th,
+                           Py_ssize_t tw, floating[:, :, :, ::1] y, const floating[::1] bias,
+                           int has_bias, int kind, int nthreads) noexcept nogil:
+    """y (+ bias) = tiles_out(M (a*a, O, T), R), one (n, o) plane of y per task: it reads a*a
+    contiguous runs of th*tw tiles and writes the plane in order."""
+    cdef Py_ssize_t O = y.shape[1], oh = y.shape[2], ow = y.shape[3], T = y.shape[0] * th * tw
+    cdef Py_ssize_t p, n, o, ti
+    cdef floating b
+    for p in prange(y.shape[0] * O, schedule="static", num_threads=nthreads):
+        n = p // O
+        o = p - n * O
+        b = bias[o] if has_bias else 0
+        for ti in range(th):
+            if floating is float:
+                fc_tiles_out_f(M + o * T + (n * th + ti) * tw, O * T, R, a, m, tw, &y[n, o, 0, 0],
+                               ow, oh, ow, ti * m, b, kind)
+            else:
+                fc_tiles_out_d(M + o * T + (n * th + ti) * tw, O * T, R, a, m, tw, &y[n, o, 0, 0],
+                               ow, oh, ow, ti * m, b, kind)
+
 # ----------------------------------------------------------------------------- checks
 _STANDARD = {}
 
 
-cdef int _kind(L):
+cdef int _kind(L, Py_ssize_t m):
     """The FC_K_* code of ``L`` when it is exactly one of the standard matrices of F(2x2) /
-    F(4x4) in its dtype (the C code then runs the straight-line formulas), else FC_K_ANY."""
+    F(4x4) in its dtype and the tile stride is that matrix's m (the C code then runs the
+    straight-line formulas, which assume both), else FC_K_ANY."""
     key = L.dtype.str
     if key not in _STANDARD:
         from fastconv import winograd as wino
         (at4, _, bt4), (at2, _, bt2) = wino.matrices(4, L.dtype), wino.matrices(2, L.dtype)
-        _STANDARD[key] = [(FC_K_BT6, bt4), (FC_K_A64, np.ascontiguousarray(at4.T)),
-                          (FC_K_BT4, bt2), (FC_K_AT6, at4), (FC_K_AT4, at2)]
-    for kind, mat in _STANDARD[key]:
-        if L.shape == mat.shape and np.array_equal(L, mat):
+        _STANDARD[key] = [(FC_K_BT6, 4, bt4), (FC_K_A64, 4, np.ascontiguousarray(at4.T)),
+                          (FC_K_BT4, 2, bt2), (FC_K_AT6, 4, at4), (FC_K_AT4, 2, at2)]
+    for kind, stride, mat in _STANDARD[key]:
+        if m == stride and L.shape == mat.shape and np.array_equal(L, mat):
             return kind
     return FC_K_ANY
 
@@ -532,7 +577,7 @@ def winograd_conv(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
     cdef floating[:, :, :, ::1] vb, mb
     vb, mb = _block_buffers(nw, a, C, O, tb, dtype)
     cdef floating[:, :, :, ::1] no_acc = None
-    cdef int kin = _kind(np.asarray(BT)), kout = _kind(np.asarray(AT))
+    cdef int kin = _kind(np.asarray(BT), m), kout = _kind(np.asarray(AT), m)
     _load_blas()
     with _blas.single_threaded(), nogil:  # x stands in for the unused dy
         _block_loop(0, x, x, U, bias, has_bias, &BT[0, 0], &AT[0, 0], a, m, ph, pw, th, tw, T, tb,
@@ -568,12 +613,74 @@ def winograd_filter_grad(const floating[:, :, :, ::1] x, const floating[:, :, :,
     cdef floating[:, :, :, ::1] no_y = None
     cdef const floating[:, :, ::1] no_u = None
     cdef const floating[::1] no_bias = None
-    cdef int kin = _kind(np.asarray(BT)), kdy = _kind(np.asarray(A))
+    cdef int kin = _kind(np.asarray(BT), m), kdy = _kind(np.asarray(A), m)
     _load_blas()
     with _blas.single_threaded(), nogil:
         _block_loop(1, x, dy, no_u, no_bias, 0, &BT[0, 0], &A[0, 0], a, m, ph, pw, th, tw, T, tb,
                     nblocks, nw, vb, dmb, no_y, acc, kin, kdy, vfull)
     return acc_arr[0] if nw == 1 else acc_arr.sum(axis=0)
+
+
+cdef _check_tiling(Py_ssize_t m, Py_ssize_t th, Py_ssize_t tw):
+    if not 1 <= m <= FC_AMAX:
+        raise ValueError(f"m must be in [1, {FC_AMAX}], got {m}")
+    _check_int("th", th, 1)
+    _check_int("tw", tw, 1)
+
+
+def winograd_tiles_in(const floating[:, :, :, ::1] x, const floating[:, ::1] L, Py_ssize_t m,
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw):
+    """x (N, C, H, W), L (a, r) -> V (a*a, C, N*th*tw); see fastconv.winograd.winograd_tiles_in
+    (the batched algorithm's input transform). One (n, c) plane per OpenMP task."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], a = L.shape[0], r = L.shape[1]
+    _check_matrix("L", a, r)
+    _check_tiling(m, th, tw)
+    _check_int("ph", ph, 0)
+    _check_int("pw", pw, 0)
+    T = int(N) * th * tw
+    _check_int("the number of tiles", T, 0)
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((a * a, C, T), dtype=dtype)
+    if T == 0 or C == 0:
+        return out
+    cdef floating[:, :, ::1] V = out
+    cdef int kind = _kind(np.asarray(L), m)
+    cdef int nthreads = _threads(min(a * a * C * T, 2**62), _kernels.get_grain_size())
+    with nogil:
+        _tiles_in_planes(x, &L[0, 0], a, r, m, ph, pw, th, tw, &V[0, 0, 0], kind, nthreads)
+    return out
+
+
+def winograd_tiles_out(const floating[:, :, ::1] M, const floating[:, ::1] R, Py_ssize_t n,
+                       Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t th, Py_ssize_t tw,
+                       const floating[::1] bias=None):
+    """M (a*a, O, n*th*tw), R (m, a), bias (O,) or None -> y (n, O, oh, ow); see
+    fastconv.winograd.winograd_tiles_out (the batched algorithm's output transform). The
+    th x tw grid of m x m tiles must cover exactly the oh x ow output. One (n, o) plane per task."""
+    cdef Py_ssize_t m = R.shape[0], a = R.shape[1], O = M.shape[1]
+    _check_matrix("R", m, a)
+    _check_tiling(m, th, tw)
+    _check_int("n", n, 1)
+    _check_int("oh", oh, 1)
+    _check_int("ow", ow, 1)
+    if not ((th - 1) * m < oh <= th * m and (tw - 1) * m < ow <= tw * m):
+        raise ValueError(f"a {th}x{tw} grid of {m}x{m} tiles does not cover exactly an {oh}x{ow} output")
+    if M.shape[0] != a * a or M.shape[2] != int(n) * th * tw:
+        raise ValueError(f"M must have shape ({a * a}, O, {int(n) * th * tw}) for n={n}, th={th}, "
+                         f"tw={tw}, got {tuple(M.shape)[:3]}")
+    cdef int has_bias = bias is not None
+    if has_bias and bias.shape[0] != O:
+        raise ValueError(f"bias must have {O} entries, got {bias.shape[0]}")
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((n, O, oh, ow), dtype=dtype)
+    if O == 0:
+        return out
+    cdef floating[:, :, :, ::1] y = out
+    cdef int kind = _kind(np.asarray(R), m)
+    cdef int nthreads = _threads(min(M.shape[0] * O * M.shape[2], 2**62), _kernels.get_grain_size())
+    with nogil:
+        _tiles_out_planes(&M[0, 0, 0], &R[0, 0], a, m, th, tw, y, bias, has_bias, kind, nthreads)
+    return out
 
 
 cdef void _sandwich_filters(const floating* src, Py_ssize_t src_o, Py_ssize_t src_c, Py_ssize_t g_k,

@@ -1,7 +1,9 @@
 """Numba twins of the Winograd kernels of ``fastconv.winograd`` (docs/KERNELS.md).
 
-Same four functions and signatures as the reference: the two filter transforms and the two
-fused, cache-blocked convolution kernels. The tiles (``t = (n*th + ti)*tw + tj``) are cut into
+Same six functions and signatures as the reference: the two filter transforms, the two
+fused, cache-blocked convolution kernels, and the two tile transforms over the whole batch
+(``winograd_tiles_in`` / ``winograd_tiles_out``, one tile row per ``prange`` task: the batched
+algorithm, whose GEMMs between them ``fastconv.conv_winograd`` runs). The tiles (``t = (n*th + ti)*tw + tj``) are cut into
 blocks of ``tb`` consecutive tiles; ``@njit(parallel=True)`` workers (``prange``) take blocks in
 turn (worker w: blocks w, w + nw, ...), and for each block a worker transforms the block's
 input tiles into ``Vb (a*a, C, nt)`` (tiles contiguous), runs the a*a GEMMs with ``np.dot``
@@ -167,6 +169,22 @@ def _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc, vfull, stored):
 
 
 @njit(**_JIT)
+def _tiles_in_rows(x, L, m, ph, pw, th, tw, out):
+    """out (a*a, C, T) = tiles_in(x, L, m, ph, pw, th, tw), one tile row (tw tiles) per task."""
+    for row in prange(x.shape[0] * th):
+        t0 = row * tw
+        _tiles_in_block(x, L, m, ph, pw, th, tw, t0, tw, out[:, :, t0:t0 + tw])
+
+
+@njit(**_JIT)
+def _tiles_out_rows(M, R, th, tw, bias, has_bias, y):
+    """y (+ bias) = tiles_out(M (a*a, O, T), R), one tile row (tw tiles) per task."""
+    for row in prange(y.shape[0] * th):
+        t0 = row * tw
+        _tiles_out_block(M[:, :, t0:t0 + tw], R, th, tw, t0, tw, bias, has_bias, y)
+
+
+@njit(**_JIT)
 def _sandwich_all(g, P, out):
     """out[o, c] = P g[o, c] P^T for every (o, c): g (O, C, p, p), P (q, p), out (O, C, q, q)."""
     O, C, p, _ = g.shape
@@ -283,6 +301,52 @@ def winograd_filter_grad(x, dy, BT, A, ph, pw, tb, V=None):
     with _blas.single_threaded():
         _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc, vfull, V is not None)
     return acc[0] if nw == 1 else acc.sum(axis=0)
+
+
+def _tiling(m, th, tw):
+    if not 1 <= check_index(m, "m", 1) <= _AMAX:
+        raise ValueError(f"m must be in [1, {_AMAX}], got {m}")
+    return m, check_index(th, "th", 1), check_index(tw, "tw", 1)
+
+
+def winograd_tiles_in(x, L, m, ph, pw, th, tw):
+    """x (N, C, H, W), L (a, r) -> V (a*a, C, N*th*tw); see fastconv.winograd.winograd_tiles_in
+    (the batched algorithm's input transform)."""
+    x = _array(x, "x", 4)
+    L = _matrix(L, "L", x.dtype)
+    m, th, tw = _tiling(m, th, tw)
+    ph, pw = check_index(ph, "ph", 0), check_index(pw, "pw", 0)
+    n, c = x.shape[:2]
+    T = check_index(n * th * tw, "the number of tiles", 0)
+    out = np.empty((L.shape[0] ** 2, c, T), dtype=x.dtype)
+    if out.size:
+        _kernels._launch(_tiles_in_rows, out.size, x, L, m, ph, pw, th, tw, out)
+    return out
+
+
+def winograd_tiles_out(M, R, n, oh, ow, th, tw, bias=None):
+    """M (a*a, O, n*th*tw), R (m, a), bias (O,) or None -> y (n, O, oh, ow); see
+    fastconv.winograd.winograd_tiles_out (the batched algorithm's output transform). The
+    th x tw grid of m x m tiles must cover exactly the oh x ow output."""
+    M = _array(M, "M", 3)
+    R = _matrix(R, "R", M.dtype)
+    m, a = R.shape
+    _, th, tw = _tiling(m, th, tw)
+    n, oh, ow = check_index(n, "n", 1), check_index(oh, "oh", 1), check_index(ow, "ow", 1)
+    if not ((th - 1) * m < oh <= th * m and (tw - 1) * m < ow <= tw * m):
+        raise ValueError(f"a {th}x{tw} grid of {m}x{m} tiles does not cover exactly an {oh}x{ow} output")
+    if M.shape[0] != a * a or M.shape[2] != n * th * tw:
+        raise ValueError(f"M must have shape ({a * a}, O, {n * th * tw}) for n={n}, th={th}, "
+                         f"tw={tw}, got {M.shape}")
+    o = M.shape[1]
+    has_bias = bias is not None
+    if has_bias and (_array(bias, "bias", 1).dtype != M.dtype or bias.shape[0] != o):
+        raise ValueError(f"bias must be {M.dtype} with {o} entries")
+    y = np.empty((n, o, oh, ow), dtype=M.dtype)
+    if y.size:
+        _kernels._launch(_tiles_out_rows, M.size, M, R, th, tw, bias if has_bias else np.zeros(o, M.dtype),
+                         has_bias, y)
+    return y
 
 
 def winograd_filter_in(w, G):

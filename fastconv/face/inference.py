@@ -14,7 +14,7 @@ the batch run through the whole network in chunks, a convolution algorithm per l
 
 The folding is done in float64 and cast to the model's dtype once. Each convolution runs one of
 :data:`ALGOS`: ``fastconv.conv_algo``'s im2col (one GEMM per image), Winograd F(2x2) or F(4x4)
-(3x3 stride 1 only), or ``"im2col_batch"``, im2col with *one* GEMM over the whole chunk (better
+fused, Winograd F(4x4) batched (3x3 stride 1 only), or ``"im2col_batch"``, im2col with *one* GEMM over the whole chunk (better
 for small output maps, where per-image GEMMs are thin). ``"auto"`` (the default) times the
 forward alone of every applicable one on the first input of each geometry (input and weight
 shapes, stride, padding, dtype, backend; best of 3, process CPU time with one thread, wall time
@@ -291,8 +291,8 @@ class PreparedIResNet(nn.Module):
 def prepare(net, algo=DEFAULT_ALGO, chunk=None):
     """An eval-mode fastconv IResNet -> :class:`PreparedIResNet` (same embeddings to rounding).
 
-    ``algo``: "auto" (measured per layer geometry), or one of :data:`ALGOS` (or "winograd") for
-    every convolution it applies to, im2col for the others; ``chunk``: images per pass through the
-    network (None: as many as fit their stem output in ``CHUNK_BYTES``, at most ``MAX_CHUNK``).
+    ``algo``: "auto" (measured per layer geometry), or one of :data:`ALGOS` (or the aliases
+    "winograd", "winograd_batched") for every convolution it applies to, im2col for the others;
+    ``chunk``: images per pass through the network (None: as many as fit their stem output in ``CHUNK_BYTES``, at most ``MAX_CHUNK``).
     """
     return PreparedIResNet(net, algo, chunk)

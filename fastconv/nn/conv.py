@@ -92,7 +92,8 @@ class Conv2d(_ConvNd):
     """x: (N, C_in, H, W) -> (N, C_out, H_out, W_out), ``H_out = floor((H + 2p - d(k-1) - 1)/s) + 1``.
 
     weight: (C_out, C_in/groups, kh, kw); bias: (C_out,). ``algo``: "im2col", "winograd",
-    "winograd_f2", "winograd_f4" or "auto" (fastest measured); None follows
+    "winograd_f2", "winograd_f4", "winograd_batched" (= "winograd_batched_f4") or "auto"
+    (fastest measured); None follows
     :func:`fastconv.set_conv_algo` (see :mod:`fastconv.conv_algo`).
     """
 

@@ -5,7 +5,7 @@ import pytest
 import fastconv as fc
 
 
-@pytest.mark.parametrize("algo", ["im2col", "winograd_f4"])
+@pytest.mark.parametrize("algo", ["im2col", "winograd_f4", "winograd_batched_f4"])
 def test_results_do_not_depend_on_the_grain_size(backend, algo):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 9, 9))

@@ -42,7 +42,7 @@ def _batches(seed):
     return batches
 
 
-@pytest.mark.parametrize("algo", ["im2col", "auto", "winograd_f2", "winograd_f4"])
+@pytest.mark.parametrize("algo", ["im2col", "auto", "winograd_f2", "winograd_f4", "winograd_batched_f4"])
 @pytest.mark.parametrize("make", [_plain_net, _bn_net], ids=["plain", "batchnorm"])
 def test_sgd_training_matches_torch(backend, make, algo):
     """``algo`` is the process-wide convolution algorithm: Winograd runs the stride-1 3x3 layers."""

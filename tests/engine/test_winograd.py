@@ -19,7 +19,7 @@ from fastconv import winograd as wino
 
 torch = pytest.importorskip("torch")
 
-WINOGRAD = ["winograd_f2", "winograd_f4"]
+WINOGRAD = [a for a in conv_algo.ALGOS if a != "im2col"]  # fused and batched, every tile size
 TOL = {np.dtype(np.float64): 1e-11, np.dtype(np.float32): 5e-5}
 
 
@@ -219,6 +219,63 @@ def test_compiled_filter_transforms_match_reference(backend_name, dtype, c, o, m
 
 
 @pytest.mark.parametrize("backend_name", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@fuzz(12)
+@given(n=st.integers(1, 3), c=st.integers(1, 5), o=st.integers(1, 5), h=st.integers(1, 23),
+       w=st.integers(1, 40), ph=st.integers(0, 2), pw=st.integers(0, 2),
+       m=st.sampled_from(wino.TILE_SIZES), with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_compiled_tile_transforms_match_reference(backend_name, dtype, n, c, o, h, w, ph, pw, m,
+                                                   with_bias, seed):
+    """The batched algorithm's whole-batch transforms: tiles_in with B^T (the input) and with A
+    (dy, for the weight gradient), tiles_out (+ bias) cropped to ragged outputs."""
+    if h + 2 * ph < 3 or w + 2 * pw < 3:
+        return
+    k = conv_winograd.winograd_module(backend_name)
+    rng = np.random.default_rng(seed)
+    at, _, bt = wino.matrices(m, dtype)
+    a_mat = np.ascontiguousarray(at.T)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
+    th, tw = wino.tile_grid(oh, ow, m)
+    mm = rng.standard_normal(((m + 2) ** 2, o, n * th * tw)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype) if with_bias else None
+    for got, ref in ((k.winograd_tiles_in(x, bt, m, ph, pw, th, tw), wino.winograd_tiles_in(x, bt, m, ph, pw, th, tw)),
+                     (k.winograd_tiles_in(x, a_mat, m, 0, 0, *wino.tile_grid(h, w, m)),
+                      wino.winograd_tiles_in(x, a_mat, m, 0, 0, *wino.tile_grid(h, w, m))),
+                     (k.winograd_tiles_out(mm, at, n, oh, ow, th, tw, bias),
+                      wino.winograd_tiles_out(mm, at, n, oh, ow, th, tw, bias))):
+        assert got.dtype == dtype and got.shape == ref.shape
+        assert error(got, ref, np.float32) <= KERNEL_TOL[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("backend_name", COMPILED)
+def test_tile_transforms_reject_inconsistent_sizes(backend_name):
+    """Direct calls of the whole-batch transforms cannot index out of bounds either."""
+    k = conv_winograd.winograd_module(backend_name)
+    at, _, bt = wino.matrices(2)
+    x, mm = np.zeros((1, 2, 4, 4)), np.zeros((16, 3, 4))
+    k.winograd_tiles_out(mm, at, 1, 4, 4, 2, 2)  # consistent: no error
+    for bad in (dict(m=0), dict(m=9), dict(th=0), dict(tw=0), dict(ph=-1), dict(pw=2**40)):
+        args = dict(m=2, ph=0, pw=0, th=2, tw=2) | bad
+        with pytest.raises(ValueError):
+            k.winograd_tiles_in(x, bt, args["m"], args["ph"], args["pw"], args["th"], args["tw"])
+    with pytest.raises(ValueError):
+        k.winograd_tiles_in(x, np.zeros((9, 9)), 2, 0, 0, 2, 2)
+    with pytest.raises(ValueError, match="does not cover"):
+        k.winograd_tiles_out(mm, at, 1, 5, 4, 2, 2)   # a 2x2 grid of 2x2 tiles is 4x4, not 5x4
+    with pytest.raises(ValueError, match="does not cover"):
+        k.winograd_tiles_out(mm, at, 1, 2, 4, 2, 2)   # nor 2x4 (a tile row left unused)
+    with pytest.raises(ValueError, match="M must"):
+        k.winograd_tiles_out(mm, at, 2, 4, 4, 2, 2)   # M has the tiles of one image, not two
+    with pytest.raises(ValueError, match="M must"):
+        k.winograd_tiles_out(np.zeros((9, 3, 4)), at, 1, 4, 4, 2, 2)
+    with pytest.raises(ValueError, match="bias"):
+        k.winograd_tiles_out(mm, at, 1, 4, 4, 2, 2, np.zeros(4))
+    with pytest.raises(ValueError):
+        k.winograd_tiles_out(mm, at, 0, 4, 4, 2, 2)
+
+
+@pytest.mark.parametrize("backend_name", COMPILED)
 def test_kernels_reject_inconsistent_sizes(backend_name):
     """Direct calls to the compiled kernels cannot index out of bounds (the reference
     trusts its caller, fastconv.conv_winograd, as the other reference kernels do)."""
@@ -300,13 +357,14 @@ def test_stored_v_is_rejected_at_the_wrong_size():
             k.winograd_conv(x, u, None, bt, at, 1, 1, 8, np.empty(5, np.float32))
 
 
+@pytest.mark.parametrize("algo", ["winograd_f4", "winograd_batched_f4"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-def test_training_layer_stores_v_and_eval_layer_does_not(backend, dtype):
+def test_training_layer_stores_v_and_eval_layer_does_not(backend, algo, dtype):
     """In training mode the forward stores V and the weight gradient reads it; in eval mode
     nothing is stored and dW is recomputed from x. Both give the same gradients (same blocks:
     within the kernels' tolerance)."""
     rng = np.random.default_rng(3)
-    layer = fc.nn.Conv2d(5, 6, 3, padding=1, dtype=dtype, algo="winograd_f4")
+    layer = fc.nn.Conv2d(5, 6, 3, padding=1, dtype=dtype, algo=algo)
     x = rng.standard_normal((2, 5, 13, 10)).astype(dtype)
     dy = rng.standard_normal((2, 6, 13, 10)).astype(dtype)
     grads = {}
@@ -385,7 +443,7 @@ def test_auto_with_one_candidate_does_not_time(backend):
     assert entry == {"algo": "im2col", "times_ms": {}, "source": "only applicable algorithm"}
 
 
-@pytest.mark.parametrize("algo", ["winograd", "winograd_f2", "winograd_f4"])
+@pytest.mark.parametrize("algo", ["winograd", "winograd_batched"] + WINOGRAD)
 @pytest.mark.parametrize("geometry, constraint", [
     (dict(kernel_size=5), r"3x3 kernel.*kernel \(5, 5\)"),
     (dict(kernel_size=3, stride=2), r"stride 1.*stride \(2, 2\)"),
@@ -399,6 +457,13 @@ def test_inapplicable_algorithm_names_the_constraint(algo, geometry, constraint)
         conv_algo.conv2d_forward(np.ones((1, 2, 9, 9)), np.ones((2, 2) + ((geometry["kernel_size"],) * 2
                                  if isinstance(geometry["kernel_size"], int) else geometry["kernel_size"])),
                                  None, geometry.get("stride", 1), 0, geometry.get("dilation", 1), algo=algo)
+
+
+def test_aliases_name_the_default_tiles():
+    assert conv_algo.check_layer_algo("winograd", (3, 3), (1, 1), (1, 1)) == "winograd_f4"
+    assert conv_algo.check_layer_algo("winograd_batched", (3, 3), (1, 1), (1, 1)) == "winograd_batched_f4"
+    with fc.use_conv_algo("winograd_batched") as name:
+        assert name == "winograd_batched_f4"
 
 
 def test_bad_algorithm_names():
@@ -424,8 +489,9 @@ def test_process_wide_setting_applies_where_it_can(backend):
     assert three._recall().algo == "im2col"
 
 
-def test_bad_input_is_caught_before_the_kernels(backend):
-    layer = fc.nn.Conv2d(3, 2, 3, algo="winograd")
+@pytest.mark.parametrize("algo", ["winograd", "winograd_batched"])
+def test_bad_input_is_caught_before_the_kernels(backend, algo):
+    layer = fc.nn.Conv2d(3, 2, 3, algo=algo)
     with pytest.raises(ValueError, match="channels"):
         layer(np.ones((1, 4, 8, 8)))
     with pytest.raises(ValueError, match="smaller than the kernel span"):
@@ -442,10 +508,11 @@ def test_bad_input_is_caught_before_the_kernels(backend):
 
 
 # ----------------------------------------------------------------------------- weight cache
-def test_cached_filter_transform_is_refreshed_after_an_optimiser_step(backend):
+@pytest.mark.parametrize("algo", ["winograd", "winograd_batched"])
+def test_cached_filter_transform_is_refreshed_after_an_optimiser_step(backend, algo):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 10, 10))
-    layer = fc.nn.Conv2d(3, 4, 3, padding=1, algo="winograd")
+    layer = fc.nn.Conv2d(3, 4, 3, padding=1, algo=algo)
     plain = fc.nn.Conv2d(3, 4, 3, padding=1, algo="im2col")
     opt = fc.optim.SGD(layer.parameters(), lr=0.5)
     y0 = layer(x)
