@@ -2,7 +2,7 @@
 
 Same six functions and signatures as the reference: the two filter transforms, the two
 fused, cache-blocked convolution kernels, and the two tile transforms over the whole batch
-(``winograd_tiles_in`` / ``winograd_tiles_out``, one tile row per ``prange`` task: the batched
+(``winograd_tiles_in`` / ``winograd_tiles_out``, one (n, c) plane per ``prange`` task: the batched
 algorithm, whose GEMMs between them ``fastconv.conv_winograd`` runs). The tiles (``t = (n*th + ti)*tw + tj``) are cut into
 blocks of ``tb`` consecutive tiles; ``@njit(parallel=True)`` workers (``prange``) take blocks in
 turn (worker w: blocks w, w + nw, ...), and for each block a worker transforms the block's
@@ -169,19 +169,26 @@ def _filter_grad(x, dy, BT, A, ph, pw, th, tw, tb, acc, vfull, stored):
 
 
 @njit(**_JIT)
-def _tiles_in_rows(x, L, m, ph, pw, th, tw, out):
-    """out (a*a, C, T) = tiles_in(x, L, m, ph, pw, th, tw), one tile row (tw tiles) per task."""
-    for row in prange(x.shape[0] * th):
-        t0 = row * tw
-        _tiles_in_block(x, L, m, ph, pw, th, tw, t0, tw, out[:, :, t0:t0 + tw])
+def _tiles_in_planes(x, L, m, ph, pw, th, tw, out):
+    """out (a*a, C, T) = tiles_in(x, L, m, ph, pw, th, tw), one (n, c) plane per task: it reads
+    the plane in order and writes a*a contiguous runs of th*tw tiles."""
+    n_img, C = x.shape[:2]
+    per = th * tw
+    for p in prange(n_img * C):
+        n, c = p // C, p % C
+        _tiles_in_block(x[n:n + 1, c:c + 1], L, m, ph, pw, th, tw, 0, per,
+                        out[:, c:c + 1, n * per:(n + 1) * per])
 
 
 @njit(**_JIT)
-def _tiles_out_rows(M, R, th, tw, bias, has_bias, y):
-    """y (+ bias) = tiles_out(M (a*a, O, T), R), one tile row (tw tiles) per task."""
-    for row in prange(y.shape[0] * th):
-        t0 = row * tw
-        _tiles_out_block(M[:, :, t0:t0 + tw], R, th, tw, t0, tw, bias, has_bias, y)
+def _tiles_out_planes(M, R, th, tw, bias, has_bias, y):
+    """y (+ bias) = tiles_out(M (a*a, O, T), R), one (n, o) plane of y per task."""
+    n_img, O = y.shape[:2]
+    per = th * tw
+    for p in prange(n_img * O):
+        n, o = p // O, p % O
+        _tiles_out_block(M[:, o:o + 1, n * per:(n + 1) * per], R, th, tw, 0, per, bias[o:o + 1],
+                         has_bias, y[n:n + 1, o:o + 1])
 
 
 @njit(**_JIT)
@@ -320,7 +327,7 @@ def winograd_tiles_in(x, L, m, ph, pw, th, tw):
     T = check_index(n * th * tw, "the number of tiles", 0)
     out = np.empty((L.shape[0] ** 2, c, T), dtype=x.dtype)
     if out.size:
-        _kernels._launch(_tiles_in_rows, out.size, x, L, m, ph, pw, th, tw, out)
+        _kernels._launch(_tiles_in_planes, out.size, x, L, m, ph, pw, th, tw, out)
     return out
 
 
@@ -344,7 +351,7 @@ def winograd_tiles_out(M, R, n, oh, ow, th, tw, bias=None):
         raise ValueError(f"bias must be {M.dtype} with {o} entries")
     y = np.empty((n, o, oh, ow), dtype=M.dtype)
     if y.size:
-        _kernels._launch(_tiles_out_rows, M.size, M, R, th, tw, bias if has_bias else np.zeros(o, M.dtype),
+        _kernels._launch(_tiles_out_planes, M.size, M, R, th, tw, bias if has_bias else np.zeros(o, M.dtype),
                          has_bias, y)
     return y
 
