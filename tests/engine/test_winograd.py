@@ -203,6 +203,44 @@ def test_blas_runs_on_one_thread_inside_the_kernels(backend_name, monkeypatch):
 
 
 @pytest.mark.parametrize("backend_name", COMPILED)
+def test_batched_gemm_team_matches_one_thread(backend_name, monkeypatch):
+    """On 2 threads the batched design splits its a*a GEMMs over a thread team on
+    single-threaded BLAS; forward and gradients equal the 1-thread run within rounding."""
+    from threadpoolctl import threadpool_info
+
+    from fastconv import _blas
+
+    monkeypatch.setattr(conv_winograd, "TEAM_MIN_FLOPS", 0)
+    seen = []
+    monkeypatch.setattr(_blas, "probe", lambda: seen.append(
+        [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 6, 11, 9)).astype(np.float32)
+    dy = rng.standard_normal((2, 5, 11, 9)).astype(np.float32)
+    got = {}
+    template = fc.nn.Conv2d(6, 5, 3, padding=1, dtype=np.float32)
+    k = conv_winograd.winograd_module(backend_name)
+    previous = k.get_num_threads()
+    try:
+        with fc.use_backend(backend_name):
+            for threads in (1, 2):
+                fc.set_num_threads(threads)
+                if k.get_num_threads() != threads:
+                    pytest.skip(f"{backend_name} cannot run {threads} threads here")
+                layer = fc.nn.Conv2d(6, 5, 3, padding=1, dtype=np.float32, algo="winograd_batched")
+                layer.load_state_dict(template.state_dict())
+                seen.clear()
+                y = layer(x)
+                got[threads] = (y, layer.backward(dy), layer.weight.grad.copy(), list(seen))
+    finally:
+        fc.set_num_threads(previous)
+    assert not got[1][3]  # one thread: a plain np.matmul, no team
+    assert len(got[2][3]) == 3 and all(set(c) == {1} for c in got[2][3])  # y, dW, dx GEMMs
+    for one, two in zip(got[1][:3], got[2][:3]):
+        assert error(two, one, np.float32) <= KERNEL_TOL[np.dtype(np.float32)]
+
+
+@pytest.mark.parametrize("backend_name", COMPILED)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @fuzz(6)
 @given(c=st.integers(1, 5), o=st.integers(1, 5), m=st.sampled_from(wino.TILE_SIZES),
