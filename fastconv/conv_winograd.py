@@ -18,7 +18,7 @@ thread inside the kernels' own parallel loop:
 
 Batched (``"winograd_batched_f*"``), whole-batch passes with the a*a GEMMs over all T tiles
 (``np.matmul``; on more than one thread the a*a positions are split over a thread team, each
-thread's GEMMs on single-threaded BLAS: :func:`_team_matmul`):
+thread's GEMMs on single-threaded BLAS: :func:`fastconv._blas.team_matmul`):
 
     forward   V = tiles_in(x, B^T)                (a*a, C, T)   kept for dW when a backward follows
               M = U @ V                           (a*a, O, T)   a*a GEMMs
@@ -29,7 +29,6 @@ thread's GEMMs on single-threaded BLAS: :func:`_team_matmul`):
 
 The kernels run in the current backend's Winograd module (reference, cython, numba).
 """
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
@@ -47,8 +46,6 @@ MIN_BLOCK_TILES = 64    # measured: below this the per-call cost of the a*a BLAS
 MAX_BLOCK_TILES = 512
 GRAD_BLOCK_FACTOR = 2   # the weight gradient's blocks are larger: each block also reads and
                         # writes the a*a*O*C accumulator
-TEAM_MIN_FLOPS = 1 << 24  # batched design: below this many GEMM multiply-adds, no thread team
-_team = None  # (threads, ThreadPoolExecutor) of the batched design's GEMM team
 
 
 def winograd_module(backend):
@@ -130,32 +127,6 @@ def _correlate(kernels, x, u, bias, m, ph, pw, mats, keep_v=False):
     return kernels.winograd_conv(x, u, bias, bt, at, ph, pw, tb, v), tb, v
 
 
-def _team_matmul(kernels, a, b, out):
-    """out[xi] = a[xi] @ b[xi] for the a*a positions xi (a (P, I, K), b (P, K, J), out (P, I, J)).
-
-    With the backend on more than one thread (and enough work), the positions are split into
-    contiguous ranges over a team of that many Python threads (``np.matmul`` releases the GIL),
-    each range one stacked matmul on single-threaded BLAS: whole GEMMs per thread, as the fused
-    kernels' blocks. Otherwise one ``np.matmul`` on the process's BLAS threads."""
-    global _team
-    getter = getattr(kernels, "get_num_threads", None)
-    p = a.shape[0]
-    nw = min(int(getter()) if getter is not None else 1, p)
-    if nw <= 1 or p * a.shape[1] * a.shape[2] * b.shape[2] < TEAM_MIN_FLOPS:
-        return np.matmul(a, b, out=out)
-    if _team is None or _team[0] != nw:
-        if _team is not None:
-            _team[1].shutdown()
-        _team = (nw, ThreadPoolExecutor(nw, thread_name_prefix="fastconv-wino"))
-    bounds = [p * k // nw for k in range(nw + 1)]
-    with _blas.single_threaded():
-        futures = [_team[1].submit(np.matmul, a[lo:hi], b[lo:hi], out=out[lo:hi])
-                   for lo, hi in zip(bounds, bounds[1:])]
-        for f in futures:
-            f.result()
-    return out
-
-
 def _correlate_batched(kernels, x, u, bias, m, ph, pw, mats, scratch):
     """The same correlation, batched: V = tiles_in(x, B^T) (a*a, C, T), M = u @ V (a*a GEMMs
     over all tiles, into ``scratch``'s buffer), y = tiles_out(M, A^T) + bias -> (y, V).
@@ -166,7 +137,8 @@ def _correlate_batched(kernels, x, u, bias, m, ph, pw, mats, scratch):
     oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
     th, tw = wino.tile_grid(oh, ow, m)
     v = kernels.winograd_tiles_in(x, bt, m, ph, pw, th, tw)
-    prod = _team_matmul(kernels, u, v, scratch[0].buffer(scratch[1], (u.shape[0], u.shape[1], v.shape[2]), v.dtype))
+    prod = _blas.team_matmul(u, v, scratch[0].buffer(scratch[1], (u.shape[0], u.shape[1], v.shape[2]), v.dtype),
+                             _blas.backend_threads(kernels))
     return kernels.winograd_tiles_out(prod, at, n, oh, ow, th, tw, bias), v
 
 
@@ -200,8 +172,8 @@ def _filter_grad_batched(kernels, x, dy, bt, a_mat, m, ph, pw, v):
     dm = kernels.winograd_tiles_in(dy, a_mat, m, 0, 0, th, tw)   # (a*a, O, T)
     if v is None:
         v = kernels.winograd_tiles_in(x, bt, m, ph, pw, th, tw)  # (a*a, C, T)
-    return _team_matmul(kernels, dm, v.transpose(0, 2, 1),
-                        np.empty((dm.shape[0], dm.shape[1], v.shape[1]), dtype=dm.dtype))
+    return _blas.team_matmul(dm, v.transpose(0, 2, 1), np.empty((dm.shape[0], dm.shape[1], v.shape[1]), dm.dtype),
+                             _blas.backend_threads(kernels))
 
 
 def winograd_backward(dy, cache):

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _blas
 from ._validate import (as_float_array, check_grad, check_grid_side, check_size, conv_output_size,
                         pair, same_dtype)
 
@@ -123,7 +123,10 @@ def conv_forward(x, weight, bias, stride=1, padding=0, dilation=1, groups=1):
     kernels = _backend.backend_module()
     cols = kernels.im2col2d(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)  # (N, C*kh*kw, oh*ow)
     w2 = w.reshape(o, (c // groups) * kh * kw)
-    y = _group_mm(w2, cols, groups)  # (N, O, oh*ow)
+    if groups == 1:  # per-sample GEMMs, on more than one thread split over a team (_blas)
+        y = _blas.team_matmul(w2, cols, np.empty((n, o, oh * ow), cols.dtype), _blas.backend_threads(kernels))
+    else:
+        y = _group_mm(w2, cols, groups)  # (N, O, oh*ow)
     if bias is not None:
         y += bias[:, None]
     y = y.reshape(n, o, oh, ow)
@@ -143,9 +146,14 @@ def conv_backward(dy, cache):
     o = cache.w_shape[0]
     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = cache.geometry
     dy2 = dy.reshape(n, o, oh * ow)
-    dw2 = _group_outer(dy2, cache.cols, cache.groups)  # (O, C/groups*kh*kw)
+    if cache.groups == 1:  # per-sample GEMMs, on more than one thread split over a team (_blas)
+        threads, cols, k = _blas.backend_threads(cache.kernels), cache.cols, cache.w2.shape[1]
+        dw2 = _blas.team_matmul(dy2, cols.transpose(0, 2, 1), np.empty((n, o, k), cols.dtype), threads).sum(axis=0)
+        dcols = _blas.team_matmul(cache.w2.T, dy2, np.empty((n, k, oh * ow), cols.dtype), threads)
+    else:
+        dw2 = _group_outer(dy2, cache.cols, cache.groups)  # (O, C/groups*kh*kw)
+        dcols = _group_mm_t(cache.w2, dy2, cache.groups)  # (N, C*kh*kw, oh*ow)
     db = dy2.sum(axis=(0, 2)) if cache.has_bias else None
-    dcols = _group_mm_t(cache.w2, dy2, cache.groups)  # (N, C*kh*kw, oh*ow)
     dx = cache.kernels.col2im2d(dcols, c, h, wd, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
     dwt = dw2.reshape(cache.w_shape)
     if cache.nd == 1:

@@ -203,14 +203,16 @@ def test_blas_runs_on_one_thread_inside_the_kernels(backend_name, monkeypatch):
 
 
 @pytest.mark.parametrize("backend_name", COMPILED)
-def test_batched_gemm_team_matches_one_thread(backend_name, monkeypatch):
-    """On 2 threads the batched design splits its a*a GEMMs over a thread team on
-    single-threaded BLAS; forward and gradients equal the 1-thread run within rounding."""
+@pytest.mark.parametrize("algo, team_calls", [("winograd_batched", 3), ("im2col", 3)])
+def test_gemm_team_matches_one_thread(backend_name, algo, team_calls, monkeypatch):
+    """On 2 threads the batched design splits its a*a GEMMs, and im2col its per-sample GEMMs,
+    over a thread team on single-threaded BLAS (y, dW, dx: three team calls each); forward and
+    gradients equal the 1-thread run within rounding."""
     from threadpoolctl import threadpool_info
 
     from fastconv import _blas
 
-    monkeypatch.setattr(conv_winograd, "TEAM_MIN_FLOPS", 0)
+    monkeypatch.setattr(_blas, "TEAM_MIN_FLOPS", 0)
     seen = []
     monkeypatch.setattr(_blas, "probe", lambda: seen.append(
         [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]))
@@ -227,7 +229,7 @@ def test_batched_gemm_team_matches_one_thread(backend_name, monkeypatch):
                 fc.set_num_threads(threads)
                 if k.get_num_threads() != threads:
                     pytest.skip(f"{backend_name} cannot run {threads} threads here")
-                layer = fc.nn.Conv2d(6, 5, 3, padding=1, dtype=np.float32, algo="winograd_batched")
+                layer = fc.nn.Conv2d(6, 5, 3, padding=1, dtype=np.float32, algo=algo)
                 layer.load_state_dict(template.state_dict())
                 seen.clear()
                 y = layer(x)
@@ -235,7 +237,7 @@ def test_batched_gemm_team_matches_one_thread(backend_name, monkeypatch):
     finally:
         fc.set_num_threads(previous)
     assert not got[1][3]  # one thread: a plain np.matmul, no team
-    assert len(got[2][3]) == 3 and all(set(c) == {1} for c in got[2][3])  # y, dW, dx GEMMs
+    assert len(got[2][3]) == team_calls and all(set(c) == {1} for c in got[2][3])
     for one, two in zip(got[1][:3], got[2][:3]):
         assert error(two, one, np.float32) <= KERNEL_TOL[np.dtype(np.float32)]
 
