@@ -90,12 +90,15 @@ def build_parser():
 
     p = sub.add_parser("ablate", help="ablation of a recipe on LFW View 1 DevTest, same epoch budget per variant",
                        description="Train the recipe and one variant per change, each on the recipe's epochs: CE "
-                                   "alone, and CutMix, MixUp, RandomPerspective, label smoothing, DropBlock each "
-                                   "switched on where the recipe lacks it and off where it has it. Train on View 1 "
-                                   "DevTrain, score the 1,000 DevTest pairs after the last epoch. Variants already "
-                                   "done in --out are kept. Writes DIR/ablation.json and DIR/ablation.md.")
+                                   "alone, and CutMix, MixUp, RandomPerspective, label smoothing, DropBlock, framing "
+                                   "jitter each switched on where the recipe lacks it and off where it has it. Train "
+                                   "on View 1 DevTrain, score the 1,000 DevTest pairs with the last epoch's weights "
+                                   "(last.pt) four ways: cosine and PLDA (fit on DevTrain), each without and with "
+                                   "`eval --jitter`'s default framing jitter (seed 0). Variants already scored in "
+                                   "--out are kept; a variant whose training finished is scored without training "
+                                   "again. Writes DIR/ablation.json and DIR/ablation.md.")
     _add_config_args(p)
-    p.add_argument("--variants", default=None,
+    p.add_argument("--variants", "--names", dest="variants", default=None,
                    help=f"comma-separated subset of {','.join(VARIANT_NAMES)} (default all)")
     p.add_argument("--jobs", type=int, default=1, help="variants trained at once, one process each (default 1)")
     p.add_argument("--out", default=None, help="output folder (default runs/face/ablation-<config>-<time>)")
