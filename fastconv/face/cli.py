@@ -29,7 +29,8 @@ def _add_config_args(p):
 def _add_budget_arg(p):
     p.add_argument("--budget-minutes", type=float, default=None, metavar="N",
                    help="fit the run into N minutes: a throughput probe at start-up picks ce.epochs and "
-                        "arcface.epochs (logged, kept in budget.json; --resume reuses them)")
+                        "arcface.epochs (logged, kept in budget.json; --resume reuses them). cpu-small and "
+                        "cpu-large set a budget; --set budget_minutes=0 trains the config's epoch counts")
 
 
 def _budget_overrides(args):
