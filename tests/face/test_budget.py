@@ -70,15 +70,23 @@ def test_budget_run_logs_its_choice_resumes_exactly_and_is_reproducible(tmp_path
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_budget_resume_refuses_another_budget_or_a_missing_record(tmp_path, monkeypatch):
-    monkeypatch.setattr(budget, "probe_images_per_s", lambda cfg, precision: IPS)
+@pytest.mark.parametrize("engine", ["torch", "fastconv"])
+def test_budget_resume_refuses_another_budget_or_a_missing_record(tmp_path, monkeypatch, engine):
+    import fastconv.face.engine_train as et
+
+    if engine == "torch":
+        monkeypatch.setattr(budget, "probe_images_per_s", lambda cfg, precision: IPS)
+        trainer = train
+    else:  # --engine fastconv probes its own step
+        monkeypatch.setattr(et, "probe_engine_images_per_s", lambda cfg, precision: IPS)
+        trainer = et.train_engine
     data = make_data()
-    train(_cfg("budget_minutes=0.2"), tmp_path, progress=False, data=data, stop_after_epochs=1)
+    trainer(_cfg("budget_minutes=0.2"), tmp_path, progress=False, data=data, stop_after_epochs=1)
     with pytest.raises(ValueError, match="budget of 0.2 min, not 0.5"):
-        train(_cfg("budget_minutes=0.5"), tmp_path, resume=True, progress=False, data=data)
+        trainer(_cfg("budget_minutes=0.5"), tmp_path, resume=True, progress=False, data=data)
     (tmp_path / "budget.json").unlink()
     with pytest.raises(ValueError, match="missing or unreadable"):
-        train(_cfg("budget_minutes=0.2"), tmp_path, resume=True, progress=False, data=data)
+        trainer(_cfg("budget_minutes=0.2"), tmp_path, resume=True, progress=False, data=data)
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
