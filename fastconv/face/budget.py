@@ -99,7 +99,8 @@ def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision,
             rec = json.loads(path.read_text())
             counts = {"ce": int(rec["ce_epochs"]), "arcface": int(rec["arcface_epochs"])}
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"cannot resume a budget run: {path} is missing or unreadable ({exc})") from None
+            raise ValueError(f"cannot resume a budget run: {path} is missing or unreadable ({exc}); a run started "
+                             f"without a budget resumes with --set budget_minutes=0") from None
         if rec.get("budget_minutes") != cfg["budget_minutes"]:
             raise ValueError(f"cannot resume: {path} was chosen for a budget of {rec.get('budget_minutes')} min, "
                              f"not {cfg['budget_minutes']}")
