@@ -17,6 +17,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import threading
 
 from ..atomic import write_json, write_text
 from .ablation_scoring import WAYS, score_last_epoch
@@ -27,6 +28,10 @@ VARIANT_NAMES = ("recipe", "ce-only", "cutmix", "mixup", "perspective", "label-s
 # every variant: validated on DevTest (the tuning view), the preset's epoch counts (equal for every
 # variant, no probe), no PLDA fit in training (the scoring fits its own on last.pt's weights)
 PINNED = ("data.val_devtest=true", "budget_minutes=0", "scorer.fit=false")
+
+# one variant is scored at a time (in this process): two at once raced on the decoded-image cache of
+# DevTrain / DevTest (one rebuilt what the other was writing) and on torch's thread setting
+_SCORING = threading.Lock()
 
 
 def _toggle(name, param, key, current, on_value, where=""):
@@ -138,7 +143,8 @@ def _train_variant(config, out, name, variant, extra):
             return False
     rec = _epoch_records(run_dir)[-1]
     try:
-        scores = score_last_epoch(run_dir, log=lambda m: print(m, flush=True))
+        with _SCORING:
+            scores = score_last_epoch(run_dir, log=lambda m: print(m, flush=True))
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"[ablation] {name}: scoring {run_dir / 'last.pt'} failed: {exc}", flush=True)
         return False
