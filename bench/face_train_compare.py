@@ -3,8 +3,10 @@
 ``python -m bench.face_train_compare --threads 1 [--set key=value ...] [--out DIR]``: the data is
 prepared once; both runs start from the same initial backbone weights (the torch trainer's, handed
 to the engine); each engine draws its own batch order and augmentation (torch's DataLoader vs a
-NumPy permutation, same seed). Both score the 1,000 DevTest pairs after their last epoch with flip
-TTA. Reports EER, accuracy at the best threshold and seconds per epoch (from metrics.jsonl).
+NumPy permutation, same seed), for the config's epoch counts (``budget_minutes=0`` unless ``--set``
+overrides it: a budget would let each engine's probe pick its own). Both score the 1,000 DevTest
+pairs after their last epoch with flip TTA. Reports EER, accuracy at the best threshold and seconds
+per epoch (from metrics.jsonl).
 """
 import argparse
 import copy
@@ -45,8 +47,8 @@ def main(argv=None):
     from fastconv.face.train import model_kwargs, seed_everything, train
     from fastconv.paths import cache_dir, image_dir, lfw_root
 
-    cfg = load_config(args.config, ["precision=fp32", "channels_last=false", f"threads={args.threads}"]
-                      + list(args.overrides))
+    cfg = load_config(args.config, ["precision=fp32", "channels_last=false", f"threads={args.threads}",
+                                    "budget_minutes=0"] + list(args.overrides))  # both: the config's epochs
     data = prepare_data(cfg, progress=False)
     seed_everything(cfg["seed"])
     init = get_model(cfg["model"]["name"], cfg["model"]["embedding_size"], **model_kwargs(cfg)).state_dict()

@@ -1,13 +1,14 @@
 """Time budget of a training run: a throughput probe picks both stages' epoch counts.
 
 ``budget_minutes > 0`` in the config (``--budget-minutes N``): at start-up :func:`probe_images_per_s`
-times a few CE training steps of the config's model on a synthetic batch (``throughput.measure``),
+times a few CE training steps of the config's model on a synthetic batch (``throughput.measure``; the
+engine trainer, ``--engine fastconv``, times its own step: ``engine_train.probe_engine_images_per_s``),
 and :func:`choose_epochs` picks the largest total epoch count E, split between the stages in the
 ratio of the config's ``ce.epochs : arcface.epochs``, whose estimated cost fits the time left:
 
     seconds(stage epoch) = steps * batch / ips + val_images * 2 / (3 * ips)   (validation, flip TTA)
-    seconds(fixed)       = (train_images + val_images) * 2 / (3 * ips)        (PLDA back-end fit)
-    sum over epochs + fixed <= SAFETY * (60 * budget_minutes - seconds already spent)
+    seconds(fixed)       = (train_images + val_images) * 2 / (3 * ips)        (PLDA back-end fit, torch only)
+    sum over epochs + fixed <= SAFETY * (60 * budget_minutes - seconds already spent, probe included)
 
 (an inference forward is counted as a third of a training step; ``SAFETY`` leaves room for data
 loading and augmentation, which the probe excludes). The choice is written to ``out/budget.json``
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
+import time
 
 from ..atomic import write_json
 
@@ -44,17 +46,20 @@ def _stage_epoch_seconds(cfg, stage, n_train, n_val, ips):
     return steps * bs / ips + 2 * n_val / (3 * ips)
 
 
-def choose_epochs(cfg, images_per_s, n_train, n_val, seconds_left):
+def choose_epochs(cfg, images_per_s, n_train, n_val, seconds_left, fits_scorer=None):
     """-> dict(ce=E_ce, arcface=E_arc, estimated_seconds) fitting ``SAFETY * seconds_left``.
 
-    ValueError when not even one epoch fits (the message says how long one takes).
+    ``fits_scorer``: does the trainer fit the PLDA back-end after training (its cost counted); default
+    ``cfg["scorer"]["fit"]`` (the engine trainer fits none). ValueError when not even one epoch fits
+    (the message says how long one takes).
     """
     if not images_per_s > 0:
         raise ValueError(f"throughput probe measured {images_per_s!r} images/s")
     stages = [s for s in ("ce", "arcface") if cfg[s]["enabled"] and cfg[s]["epochs"] > 0]
     weights = {s: cfg[s]["epochs"] for s in stages}
     per_epoch = {s: _stage_epoch_seconds(cfg, s, n_train, n_val, images_per_s) for s in stages}
-    fixed = 2 * (n_train + n_val) / (3 * images_per_s) if cfg["scorer"]["fit"] else 0.0
+    fits_scorer = cfg["scorer"]["fit"] if fits_scorer is None else fits_scorer
+    fixed = 2 * (n_train + n_val) / (3 * images_per_s) if fits_scorer else 0.0
     avail = SAFETY * seconds_left - fixed
 
     def split(total):
@@ -80,10 +85,12 @@ def choose_epochs(cfg, images_per_s, n_train, n_val, seconds_left):
     return best
 
 
-def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision, probe=None, log=print):
+def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision, probe=None, log=print,
+                 fits_scorer=None):
     """``cfg`` with the budget's epoch counts (a copy); writes or (``resume``) reads ``out_dir/budget.json``.
 
-    ``probe(cfg, precision) -> images/s`` defaults to :func:`probe_images_per_s`.
+    ``probe(cfg, precision) -> images/s`` defaults to :func:`probe_images_per_s` (torch's step; the engine
+    trainer passes its own); ``fits_scorer`` as in :func:`choose_epochs`.
     """
     path = pathlib.Path(out_dir) / "budget.json"
     cfg = copy.deepcopy(cfg)
@@ -92,25 +99,29 @@ def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision,
             rec = json.loads(path.read_text())
             counts = {"ce": int(rec["ce_epochs"]), "arcface": int(rec["arcface_epochs"])}
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"cannot resume a budget run: {path} is missing or unreadable ({exc})") from None
+            raise ValueError(f"cannot resume a budget run: {path} is missing or unreadable ({exc}); a run started "
+                             f"without a budget resumes with --set budget_minutes=0") from None
         if rec.get("budget_minutes") != cfg["budget_minutes"]:
             raise ValueError(f"cannot resume: {path} was chosen for a budget of {rec.get('budget_minutes')} min, "
                              f"not {cfg['budget_minutes']}")
         log(f"budget: resuming with the recorded epochs ce={counts['ce']}, arcface={counts['arcface']} "
             f"(measured {rec['images_per_s']:.0f} images/s at the start; no new probe)")
     else:
+        t0 = time.perf_counter()
         ips = float((probe or probe_images_per_s)(cfg, precision))
-        seconds_left = 60 * cfg["budget_minutes"] - seconds_spent
-        choice = choose_epochs(cfg, ips, n_train, n_val, seconds_left)
+        probe_seconds = time.perf_counter() - t0  # spent too (the engine's probe takes seconds)
+        seconds_left = 60 * cfg["budget_minutes"] - seconds_spent - probe_seconds
+        choice = choose_epochs(cfg, ips, n_train, n_val, seconds_left, fits_scorer)
         counts = {"ce": choice["ce"], "arcface": choice["arcface"]}
         rec = {"budget_minutes": cfg["budget_minutes"], "images_per_s": ips, "precision": precision,
-               "probe_steps": PROBE_STEPS, "seconds_spent_before": seconds_spent, "safety": SAFETY,
+               "probe_steps": PROBE_STEPS, "seconds_spent_before": seconds_spent,
+               "probe_seconds": probe_seconds, "safety": SAFETY,
                "n_train_images": n_train, "n_val_images": n_val, "ce_epochs": counts["ce"],
                "arcface_epochs": counts["arcface"], "estimated_minutes": choice["estimated_seconds"] / 60}
         write_json(path, rec)
         log(f"budget {cfg['budget_minutes']} min: probe measured {ips:.0f} training images/s ({precision}); "
             f"chose ce.epochs={counts['ce']}, arcface.epochs={counts['arcface']} (estimated "
-            f"{rec['estimated_minutes']:.1f} min; reproduce with --set ce.epochs={counts['ce']} "
+            f"{rec['estimated_minutes']:.1f} min; reproduce with --set budget_minutes=0 --set ce.epochs={counts['ce']} "
             f"--set arcface.epochs={counts['arcface']})")
     for stage, n in counts.items():
         cfg[stage]["epochs"] = n

@@ -29,7 +29,8 @@ def _add_config_args(p):
 def _add_budget_arg(p):
     p.add_argument("--budget-minutes", type=float, default=None, metavar="N",
                    help="fit the run into N minutes: a throughput probe at start-up picks ce.epochs and "
-                        "arcface.epochs (logged, kept in budget.json; --resume reuses them)")
+                        "arcface.epochs (logged, kept in budget.json; --resume reuses them). cpu-small and "
+                        "cpu-large set a budget; --set budget_minutes=0 trains the config's epoch counts")
 
 
 def _budget_overrides(args):
@@ -90,12 +91,15 @@ def build_parser():
 
     p = sub.add_parser("ablate", help="ablation of a recipe on LFW View 1 DevTest, same epoch budget per variant",
                        description="Train the recipe and one variant per change, each on the recipe's epochs: CE "
-                                   "alone, and CutMix, MixUp, RandomPerspective, label smoothing, DropBlock each "
-                                   "switched on where the recipe lacks it and off where it has it. Train on View 1 "
-                                   "DevTrain, score the 1,000 DevTest pairs after the last epoch. Variants already "
-                                   "done in --out are kept. Writes DIR/ablation.json and DIR/ablation.md.")
+                                   "alone, and CutMix, MixUp, RandomPerspective, label smoothing, DropBlock, framing "
+                                   "jitter each switched on where the recipe lacks it and off where it has it. Train "
+                                   "on View 1 DevTrain, score the 1,000 DevTest pairs with the last epoch's weights "
+                                   "(last.pt) four ways: cosine and PLDA (fit on DevTrain), each without and with "
+                                   "`eval --jitter`'s default framing jitter (seed 0). Variants already scored in "
+                                   "--out are kept; a variant whose training finished is scored without training "
+                                   "again. Writes DIR/ablation.json and DIR/ablation.md.")
     _add_config_args(p)
-    p.add_argument("--variants", default=None,
+    p.add_argument("--variants", "--names", dest="variants", default=None,
                    help=f"comma-separated subset of {','.join(VARIANT_NAMES)} (default all)")
     p.add_argument("--jobs", type=int, default=1, help="variants trained at once, one process each (default 1)")
     p.add_argument("--out", default=None, help="output folder (default runs/face/ablation-<config>-<time>)")

@@ -10,9 +10,14 @@ every epoch, ``last.npz`` (``engine_checkpoint``), from which ``resume`` continu
 Torch-free from the image files on (``prepare`` decodes with Pillow + NumPy). Progress: a tqdm bar
 per epoch in a terminal, one line per epoch otherwise (``progress``).
 
+Time budget (``budget_minutes > 0``, ``--budget-minutes N``): :func:`probe_engine_images_per_s` times
+the engine's own training step (augmentation, forward, backward, SGD step) on a synthetic batch, and
+``budget.apply_budget`` picks, records (``budget.json``) and on ``resume`` reads back the epoch counts,
+as for the torch trainer; the probe leaves fastconv's generator as it found it.
+
 Options the engine does not implement (AdamW, MixUp, RandomPerspective, framing jitter, DropBlock,
-head warm-up, bf16/fp16, CUDA, a time budget, TensorBoard, several processes) are refused with a
-message naming them (:func:`check_engine_config`).
+head warm-up, bf16/fp16, CUDA, TensorBoard, several processes) are refused with a message naming
+them (:func:`check_engine_config`).
 """
 import json
 import math
@@ -33,7 +38,7 @@ from .progress import epoch_line, progress_bar
 from .schedule import lr_factor
 
 __all__ = ["param_groups", "StageOptimizer", "clip_grad_norm", "train_step", "augment_batch", "cutmix",
-           "check_engine_config", "train_engine"]
+           "check_engine_config", "probe_engine_images_per_s", "train_engine"]
 
 
 # ----------------------------------------------------------------------------- one step
@@ -189,8 +194,6 @@ def check_engine_config(cfg):
         bad.append(f"precision={cfg['precision']} (the engine trains in float32)")
     if cfg["device"] == "cuda":
         bad.append("device=cuda (the engine runs on the CPU)")
-    if cfg["budget_minutes"] > 0:
-        bad.append("budget_minutes (--budget-minutes; set ce.epochs / arcface.epochs)")
     if cfg["tensorboard"]:
         bad.append("tensorboard")
     for stage in STAGES:
@@ -208,6 +211,50 @@ def check_engine_config(cfg):
     if bad:
         raise ValueError(f"--engine fastconv does not implement {', '.join(bad)}; turn them off with --set "
                          f"or train with the torch engine")
+
+
+def probe_engine_images_per_s(cfg, precision="fp32", num_classes=1000):
+    """Training images/s of ``cfg``'s backbone on the engine: median of ``budget.PROBE_STEPS`` CE steps
+    (after ``budget.PROBE_WARMUP``), each the loop's augmentation (``augment_batch``) and ``train_step``
+    on a synthetic uint8 batch of ``ce.batch_size``. ``precision`` is float32 on the engine (the budget
+    records it). Draws from fastconv's generator (weight init): the caller restores it."""
+    import statistics
+
+    from . import budget
+
+    st, size = cfg["ce"], cfg["data"]["size"]
+    rng = np.random.default_rng(cfg["seed"])
+    images = rng.integers(0, 256, (st["batch_size"], 3, size, size), dtype=np.uint8)
+    labels = rng.integers(0, num_classes, st["batch_size"])
+    backbone = build_engine_model(cfg["model"]["name"], cfg["model"]["embedding_size"], np.float32,
+                                  **_model_kwargs(cfg))
+    head = build_engine_head("softmax", cfg["model"]["embedding_size"], num_classes, np.float32,
+                             label_smoothing=st["label_smoothing"])
+    opt = StageOptimizer(param_groups(backbone, head), st["lr"], st["momentum"], st["weight_decay"])
+    backbone.train()
+    times = []
+    for i in range(budget.PROBE_WARMUP + budget.PROBE_STEPS):
+        t0 = time.perf_counter()
+        train_step(backbone, head, nn_input(augment_batch(images, cfg["augment"], rng)), labels, opt,
+                   st["clip_grad"])
+        if i >= budget.PROBE_WARMUP:
+            times.append(time.perf_counter() - t0)
+    return st["batch_size"] / statistics.median(times)
+
+
+def _apply_budget(cfg, out_dir, data, resume, seconds_spent):
+    """``cfg`` with the epochs of ``cfg["budget_minutes"]`` (``budget.apply_budget`` with the engine's probe;
+    on ``resume`` read back from budget.json, ``data`` unused); fastconv's generator is left as it was."""
+    from . import budget
+
+    saved = fc_random.rng().bit_generator.state
+    try:
+        n_train, n_val = (0, 0) if data is None else (len(data["labels"]), len(data["val_images"]))
+        return budget.apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, "fp32",
+                                   probe=probe_engine_images_per_s, log=lambda m: print(m, flush=True),
+                                   fits_scorer=False)  # the engine fits no PLDA back-end
+    finally:
+        fc_random.rng().bit_generator.state = saved
 
 
 def validate(backbone, data):
@@ -359,6 +406,9 @@ def train_engine(cfg, out_dir, data=None, progress=True, resume=False, stop_afte
     t_start = time.time()
     out_dir = pathlib.Path(out_dir)
     ckpt_path = out_dir / "last.npz"
+    budget = cfg["budget_minutes"] > 0
+    if budget and resume:  # the recorded epochs, which the checkpoint's config holds
+        cfg = _apply_budget(cfg, out_dir, None, True, 0.0)
     state = load_engine_checkpoint(ckpt_path, cfg) if resume else None  # before the (long) data preparation
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg["threads"] > 0:
@@ -368,6 +418,8 @@ def train_engine(cfg, out_dir, data=None, progress=True, resume=False, stop_afte
         from .prepare import prepare_data
 
         data = prepare_data(cfg, progress=progress)
+    if budget and not resume:
+        cfg = _apply_budget(cfg, out_dir, data, False, time.time() - t_start)
     backbone = build_engine_model(cfg["model"]["name"], cfg["model"]["embedding_size"], np.float32,
                                   **_model_kwargs(cfg))
     init = cfg.get("init_state")  # a state dict (the torch run's initial weights, for comparisons)

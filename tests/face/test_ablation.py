@@ -42,12 +42,33 @@ def test_regulariser_variants_switch_off_what_the_recipe_has_and_on_what_it_lack
     assert off["label-smoothing"][1] == ["ce.label_smoothing=0.1"]
 
 
-def test_markdown_table_reports_difference_to_recipe():
-    rows = [{"variant": "recipe", "change": "r", "devtest_eer": 0.12, "devtest_accuracy": 0.88, "minutes": 8.0},
-            {"variant": "cutmix", "change": "c", "devtest_eer": 0.135, "devtest_accuracy": 0.87, "minutes": 8.5}]
-    text = markdown_table(rows)
-    assert "| cutmix | c | 13.5 % | 87.0 % | +1.5 | 8.5 |" in text
-    assert "| recipe | r | 12.0 % | 88.0 % |  | 8.0 |" in text
+def test_framing_variant_switches_the_detector_like_jitter_and_names_its_ranges():
+    on = variants(load_config("cpu-small"))["framing"]
+    assert on == ("+ framing jitter (scale x[0.9, 1.1], shift <= 0.06 of the side, rotation <= 8 deg)",
+                  ["augment.framing=true"])
+    assert load_config("cpu-small", on[1])["augment"]["framing"] is True
+    off = variants(load_config("cpu-small", ["augment.framing=true", "augment.framing_rotation=5"]))["framing"]
+    assert off == ("- framing jitter (scale x[0.9, 1.1], shift <= 0.06 of the side, rotation <= 5 deg)",
+                   ["augment.framing=false"])
+
+
+def _scores(cos, plda, cos_j, plda_j):
+    return {w: {"eer": e} for w, e in zip(("cosine", "plda", "cosine_jitter", "plda_jitter"), (cos, plda, cos_j, plda_j))}
+
+
+def test_markdown_table_has_the_four_eers_and_the_difference_to_recipe():
+    rows = [{"variant": "recipe", "change": "r", "devtest_eer": 0.12, "devtest_accuracy": 0.88, "minutes": 8.0,
+             "scores": _scores(0.12, 0.1, 0.2, 0.18)},
+            {"variant": "cutmix", "change": "c", "devtest_eer": 0.135, "devtest_accuracy": 0.87, "minutes": 8.5,
+             "scores": _scores(0.135, 0.111, 0.25, 0.2)},
+            {"variant": "old", "change": "o", "devtest_eer": 0.1, "devtest_accuracy": 0.9, "minutes": 7.0}]
+    lines = markdown_table(rows).splitlines()
+    assert lines[0] == ("| variant | change | DevTest EER cosine | EER PLDA | EER cosine under jitter | "
+                        "EER PLDA under jitter | accuracy | EER vs recipe | minutes |")
+    assert all(line.count("|") == 10 for line in lines)
+    assert "| recipe | r | 12.0 % | 10.0 % | 20.0 % | 18.0 % | 88.0 % |  | 8.0 |" in lines
+    assert "| cutmix | c | 13.5 % | 11.1 % | 25.0 % | 20.0 % | 87.0 % | +1.5 | 8.5 |" in lines
+    assert "| old | o | 10.0 % |  |  |  | 90.0 % | -2.0 | 7.0 |" in lines  # a result.json from before the scores
 
 
 def test_ablate_cli_runs_variants_and_resumes(tmp_path, monkeypatch, capsys):
@@ -64,6 +85,7 @@ def test_ablate_cli_runs_variants_and_resumes(tmp_path, monkeypatch, capsys):
     assert [r["variant"] for r in report["results"]] == ["recipe", "ce-only"]
     for r in report["results"]:
         assert r["epochs"] == 2 and 0 <= r["devtest_eer"] <= 1 and 0 <= r["devtest_accuracy"] <= 1
+        _check_scores(r)
     assert "| ce-only |" in (out / "ablation.md").read_text()
     # finished variants are kept: a second call trains nothing and reports the same numbers
     before = (out / "recipe" / "metrics.jsonl").stat().st_mtime_ns
@@ -91,3 +113,70 @@ def test_interrupted_variant_resumes_and_counts_each_epoch_once(tmp_path):
     got = _epoch_records(tmp_path)
     assert [(r["stage"], r["epoch"], r["val_eer"]) for r in got] == [("ce", 1, 0.3), ("ce", 2, 0.2),
                                                                     ("arcface", 1, 0.15)]
+
+
+def _check_scores(result):
+    """The four ways of a result.json: EERs in [0, 1], last.pt's weights, no DevTest-chosen threshold."""
+    scores = result["scores"]
+    for way in ("cosine", "plda", "cosine_jitter", "plda_jitter"):
+        assert 0 <= scores[way]["eer"] <= 1 and 0 <= scores[way]["best_threshold_accuracy"] <= 1, way
+        # validated on DevTest: the stored cosine threshold was chosen there, and the PLDA fit has no pairs
+        assert scores[way]["stored_threshold"] is None and scores[way]["stored_threshold_accuracy"] is None
+    assert scores["weights"].startswith("last.pt")
+    assert scores["jitter"] == {"scale_shift_rotation": [0.1, 0.06, 8.0], "seed": 0}
+    assert scores["plda_fit"]["images"] == 63 and scores["plda_fit"]["identities"] == 21  # all of DevTrain
+    # the last epoch's own DevTest validation (cosine, flip TTA) is the plain cosine way
+    assert scores["cosine"]["eer"] == pytest.approx(result["last_epoch_val_eer"], abs=1e-9)
+
+
+def test_finished_training_is_scored_without_training_again(tmp_path, monkeypatch):
+    """A variant trained outside `ablate` by its exact command (the lead's runs) and one with a result.json from
+    before the scores: `ablate --names` scores both from last.pt and never starts `train`."""
+    from fastconv.face import ablation
+
+    lfw = tmp_path / "lfw"
+    fake_lfw(lfw)
+    monkeypatch.setenv("FASTCONV_LFW", str(lfw))
+    monkeypatch.setenv("FASTCONV_CACHE", str(tmp_path / "cache"))
+    extra = TINY + ["ce.batch_size=8", "arcface.batch_size=8", "ce.epochs=2", "arcface.epochs=1", "scorer.fit=false"]
+    out = tmp_path / "abl"
+    for name, overrides in (("recipe", []), ("framing", ["augment.framing=true"])):
+        cmd = ["train", "--config", "base", "--protocol", "view1", "--out", str(out / name), "--quiet",
+               "--set", "data.val_devtest=true", "--set", "budget_minutes=0"]
+        assert main(cmd + [a for kv in extra + overrides for a in ("--set", kv)]) == 0
+    (out / "framing" / "result.json").write_text(json.dumps({"variant": "framing", "devtest_eer": 0.5}))
+    before = {p: p.read_bytes() for n in ("recipe", "framing") for p in (out / n / "metrics.jsonl", out / n / "last.pt")}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError(f"ablate started a process for a finished run: {args}")
+    monkeypatch.setattr(ablation.subprocess, "run", no_training)
+    sets = [a for kv in extra for a in ("--set", kv)]
+    assert main(["ablate", "--config", "base", "--names", "recipe,framing", "--out", str(out), *sets]) == 0
+    assert all(p.read_bytes() == b for p, b in before.items())
+    results = json.loads((out / "ablation.json").read_text())["results"]
+    assert [r["variant"] for r in results] == ["recipe", "framing"] and [r["epochs"] for r in results] == [3, 3]
+    for r in results:
+        _check_scores(r)
+    assert results[1]["overrides"] == ["augment.framing=true"]
+    table = (out / "ablation.md").read_text()
+    assert "| framing | + framing jitter" in table and "EER PLDA under jitter" in table
+    # a run that has not finished is not taken for a finished one
+    assert not ablation._finished(out / "recipe", load_config("base", extra + ["arcface.epochs=2"]))
+
+    # the four ways go through eval's own evaluate_pairs: the scorers, `eval --jitter`'s bare default, seed 0
+    import fastconv.face.evaluate as evaluate
+    from fastconv.face.ablation_scoring import EVAL_JITTER, score_last_epoch
+    from fastconv.face.cli import build_parser
+    from fastconv.face.jitter import REALISTIC, parse_jitter
+
+    eval_parser = build_parser()._subparsers._group_actions[0].choices["eval"]
+    assert next(a.const for a in eval_parser._actions if a.dest == "jitter") == EVAL_JITTER
+    calls, real = [], evaluate.evaluate_pairs
+
+    def recording(model, pairs, root, pre, **kw):
+        calls.append((kw["scorer"].name, kw["jitter"], kw["threshold"], len(pairs)))
+        return real(model, pairs, root, pre, **kw)
+    monkeypatch.setattr(evaluate, "evaluate_pairs", recording)
+    score_last_epoch(out / "framing", log=lambda m: None)
+    assert calls == [("cosine", None, None, 6), ("cosine", (parse_jitter(EVAL_JITTER), 0), None, 6),
+                     ("plda", None, None, 6), ("plda", (REALISTIC, 0), None, 6)]

@@ -166,7 +166,8 @@ def test_cli_resume_errors_exit_2(one_epoch, tmp_path, capsys):
 
 def test_engine_check_accepts_cpu_small_and_names_what_it_lacks():
     check_engine_config(load_config("cpu-small"))
-    for key, shown in [("augment.framing=true", "augment.framing"), ("budget_minutes=5", "budget_minutes"),
+    check_engine_config(load_config("cpu-small", ["budget_minutes=5"]))  # the engine has its own probe
+    for key, shown in [("augment.framing=true", "augment.framing"),
                        ("precision=bf16", "precision=bf16"), ("tensorboard=true", "tensorboard"),
                        ("device=cuda", "device=cuda")]:
         with pytest.raises(ValueError, match=f"does not implement {shown}"):
@@ -175,8 +176,8 @@ def test_engine_check_accepts_cpu_small_and_names_what_it_lacks():
 
 def test_cpu_small_preset_trains_on_the_engine(tmp_path):
     """The preset as shipped (64 px iresnet_small, batch 128, CutMix, ArcFace s=32 m=0.4) for one step
-    per stage: only the epoch counts and max_steps are cut."""
-    cfg = load_config("cpu-small", ["ce.epochs=1", "arcface.epochs=1", "max_steps=1"])
+    per stage: only the epoch counts and max_steps are cut (and its budget, so no probe)."""
+    cfg = load_config("cpu-small", ["budget_minutes=0", "ce.epochs=1", "arcface.epochs=1", "max_steps=1"])
     data = make_data(n_classes=16, per_class=8, size=64)
     s = train_engine(cfg, tmp_path, data=data, progress=False)
     records = _records(tmp_path)
