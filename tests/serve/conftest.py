@@ -94,4 +94,4 @@ def lfw_images():
     root = image_dir(lfw_root())
     if not (root / "George_W_Bush").is_dir():
         pytest.skip(f"LFW images not found at {root} (set FASTCONV_LFW)")
-    return root
+    return root.resolve()  # a browser's file input takes only canonical paths (FASTCONV_LFW=../x has '..')
