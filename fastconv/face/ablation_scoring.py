@@ -5,7 +5,7 @@ checkpoint picked by its test score), fits the PLDA back-end on the training sid
 ``fastconv face fit-scorer`` does (``scoring.fit_training_side``: flip-TTA embeddings of the
 training images and their identity labels), and scores the View 1 DevTest pairs four ways with
 ``evaluate.evaluate_pairs``: cosine and PLDA, each on the plain crops and on crops re-framed by
-``eval --jitter``'s default draws (``EVAL_JITTER``, seed 0).
+``eval --jitter``'s default draws (``jitter.REALISTIC``, seed 0).
 
 Thresholds: an accuracy "at the stored threshold" is reported only for a threshold chosen on the
 training side. A run validated on DevTest itself (``data.val_devtest``, as the ablation trains)
@@ -19,9 +19,8 @@ import copy
 import pathlib
 import time
 
-__all__ = ["EVAL_JITTER", "WAYS", "score_last_epoch"]
+__all__ = ["WAYS", "score_last_epoch"]
 
-EVAL_JITTER = "0.1,0.06,8"  # the bare `eval --jitter` default (cli_eval), parsed by jitter.parse_jitter
 WAYS = ("cosine", "plda", "cosine_jitter", "plda_jitter")
 
 
@@ -55,7 +54,7 @@ def score_last_epoch(run_dir, jitter_seed=0, log=print):
     from .checkpoint import load_checkpoint, load_for_inference
     from .device import resolve_device
     from .evaluate import evaluate_pairs
-    from .jitter import parse_jitter
+    from .jitter import REALISTIC
     from .prepare import prepare_data
     from .protocols import view1
     from .scoring import CosineScorer, fit_training_side
@@ -81,7 +80,7 @@ def score_last_epoch(run_dir, jitter_seed=0, log=print):
             cos_thr = None  # chosen on DevTest itself: not a training-side threshold
         root = lfw_root()
         pairs = view1(root).test_pairs
-        jitter = (parse_jitter(EVAL_JITTER), jitter_seed)
+        jitter = (REALISTIC, jitter_seed)
         out = {}
         for name, scorer, thr in (("cosine", CosineScorer(), cos_thr), ("plda", plda, plda.threshold)):
             for suffix, jit in (("", None), ("_jitter", jitter)):

@@ -165,12 +165,12 @@ def test_finished_training_is_scored_without_training_again(tmp_path, monkeypatc
 
     # the four ways go through eval's own evaluate_pairs: the scorers, `eval --jitter`'s bare default, seed 0
     import fastconv.face.evaluate as evaluate
-    from fastconv.face.ablation_scoring import EVAL_JITTER, score_last_epoch
+    from fastconv.face.ablation_scoring import score_last_epoch
     from fastconv.face.cli import build_parser
     from fastconv.face.jitter import REALISTIC, parse_jitter
 
     eval_parser = build_parser()._subparsers._group_actions[0].choices["eval"]
-    assert next(a.const for a in eval_parser._actions if a.dest == "jitter") == EVAL_JITTER
+    assert parse_jitter(next(a.const for a in eval_parser._actions if a.dest == "jitter")) == REALISTIC
     calls, real = [], evaluate.evaluate_pairs
 
     def recording(model, pairs, root, pre, **kw):
@@ -178,5 +178,5 @@ def test_finished_training_is_scored_without_training_again(tmp_path, monkeypatc
         return real(model, pairs, root, pre, **kw)
     monkeypatch.setattr(evaluate, "evaluate_pairs", recording)
     score_last_epoch(out / "framing", log=lambda m: None)
-    assert calls == [("cosine", None, None, 6), ("cosine", (parse_jitter(EVAL_JITTER), 0), None, 6),
+    assert calls == [("cosine", None, None, 6), ("cosine", (REALISTIC, 0), None, 6),
                      ("plda", None, None, 6), ("plda", (REALISTIC, 0), None, 6)]
