@@ -1,7 +1,8 @@
 """Time budget of a training run: a throughput probe picks both stages' epoch counts.
 
 ``budget_minutes > 0`` in the config (``--budget-minutes N``): at start-up :func:`probe_images_per_s`
-times a few CE training steps of the config's model on a synthetic batch (``throughput.measure``; the
+times a few CE training steps of the config's model, with the training set's class count in the head,
+on a synthetic batch (``throughput.measure``; the
 engine trainer, ``--engine fastconv``, times its own step: ``engine_train.probe_engine_images_per_s``),
 and :func:`choose_epochs` picks the largest total epoch count E, split between the stages in the
 ratio of the config's ``ce.epochs : arcface.epochs``, whose estimated cost fits the time left:
@@ -31,11 +32,13 @@ SAFETY = 0.85
 PROBE_STEPS, PROBE_WARMUP = 3, 1
 
 
-def probe_images_per_s(cfg, precision):
-    """Training images/s of ``cfg``'s model (CE step, ``precision``, the config's memory format)."""
+def probe_images_per_s(cfg, precision, num_classes=1000):
+    """Training images/s of ``cfg``'s model (CE step with a ``num_classes`` head, ``precision``, the
+    config's memory format)."""
     from .throughput import measure
 
-    return measure(cfg, precision, cfg["channels_last"], steps=PROBE_STEPS, warmup=PROBE_WARMUP)["images_per_s"]
+    return measure(cfg, precision, cfg["channels_last"], steps=PROBE_STEPS, warmup=PROBE_WARMUP,
+                   num_classes=num_classes)["images_per_s"]
 
 
 def _stage_epoch_seconds(cfg, stage, n_train, n_val, ips):
@@ -86,11 +89,12 @@ def choose_epochs(cfg, images_per_s, n_train, n_val, seconds_left, fits_scorer=N
 
 
 def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision, probe=None, log=print,
-                 fits_scorer=None):
+                 fits_scorer=None, num_classes=1000):
     """``cfg`` with the budget's epoch counts (a copy); writes or (``resume``) reads ``out_dir/budget.json``.
 
-    ``probe(cfg, precision) -> images/s`` defaults to :func:`probe_images_per_s` (torch's step; the engine
-    trainer passes its own); ``fits_scorer`` as in :func:`choose_epochs`.
+    ``probe(cfg, precision, num_classes=C) -> images/s`` defaults to :func:`probe_images_per_s` (torch's
+    step; the engine trainer passes its own), timed with the training set's ``num_classes`` in the head;
+    ``fits_scorer`` as in :func:`choose_epochs`.
     """
     path = pathlib.Path(out_dir) / "budget.json"
     cfg = copy.deepcopy(cfg)
@@ -108,13 +112,13 @@ def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision,
             f"(measured {rec['images_per_s']:.0f} images/s at the start; no new probe)")
     else:
         t0 = time.perf_counter()
-        ips = float((probe or probe_images_per_s)(cfg, precision))
+        ips = float((probe or probe_images_per_s)(cfg, precision, num_classes=num_classes))
         probe_seconds = time.perf_counter() - t0  # spent too (the engine's probe takes seconds)
         seconds_left = 60 * cfg["budget_minutes"] - seconds_spent - probe_seconds
         choice = choose_epochs(cfg, ips, n_train, n_val, seconds_left, fits_scorer)
         counts = {"ce": choice["ce"], "arcface": choice["arcface"]}
         rec = {"budget_minutes": cfg["budget_minutes"], "images_per_s": ips, "precision": precision,
-               "probe_steps": PROBE_STEPS, "seconds_spent_before": seconds_spent,
+               "probe_steps": PROBE_STEPS, "probe_classes": num_classes, "seconds_spent_before": seconds_spent,
                "probe_seconds": probe_seconds, "safety": SAFETY,
                "n_train_images": n_train, "n_val_images": n_val, "ce_epochs": counts["ce"],
                "arcface_epochs": counts["arcface"], "estimated_minutes": choice["estimated_seconds"] / 60}

@@ -504,7 +504,8 @@ def _apply_budget(cfg, out_dir, data, resume, precision, world, seconds_spent):
     saved = rng_state()
     try:
         return budget.apply_budget(cfg, out_dir, len(data["labels"]), len(data["val_images"]), seconds_spent,
-                                   resume, precision, log=lambda m: print(m, flush=True))
+                                   resume, precision, log=lambda m: print(m, flush=True),
+                                   num_classes=max(1, len(data["classes"])))
     finally:
         set_rng_state(saved)
 

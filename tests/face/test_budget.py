@@ -43,12 +43,18 @@ def _weights(model):
 
 
 def test_budget_run_logs_its_choice_resumes_exactly_and_is_reproducible(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(budget, "probe_images_per_s", lambda cfg, precision: IPS)
-    cfg = _cfg("budget_minutes=0.2")  # 12 s: 0.85 * 12 - 1.67 = 8.5 s -> 3 epochs (7 s), split 2 + 1
     data = make_data()
+    probed = []
+
+    def probe(cfg, precision, num_classes):
+        probed.append(num_classes)
+        return IPS
+    monkeypatch.setattr(budget, "probe_images_per_s", probe)
+    cfg = _cfg("budget_minutes=0.2")  # 12 s: 0.85 * 12 - 1.67 = 8.5 s -> 3 epochs (7 s), split 2 + 1
     full = train(cfg, tmp_path / "full", progress=False, data=data, return_model=True)
     rec = json.loads((tmp_path / "full" / "budget.json").read_text())
     assert (rec["ce_epochs"], rec["arcface_epochs"], rec["images_per_s"]) == (2, 1, IPS)
+    assert probed == [len(data["classes"])] == [rec["probe_classes"]]  # timed with the run's own head
     out = capsys.readouterr().out
     assert f"probe measured {IPS:.0f} training images/s" in out and "ce.epochs=2, arcface.epochs=1" in out
     assert full["epochs"] == 3
@@ -56,7 +62,7 @@ def test_budget_run_logs_its_choice_resumes_exactly_and_is_reproducible(tmp_path
     run = tmp_path / "part"
     assert train(cfg, run, progress=False, data=data, stop_after_epochs=1)["stopped"]
 
-    def no_probe(cfg, precision):
+    def no_probe(cfg, precision, num_classes):
         raise AssertionError("resume must not probe again")
     monkeypatch.setattr(budget, "probe_images_per_s", no_probe)
     resumed = train(cfg, run, resume=True, progress=False, data=data, return_model=True)
@@ -75,10 +81,10 @@ def test_budget_resume_refuses_another_budget_or_a_missing_record(tmp_path, monk
     import fastconv.face.engine_train as et
 
     if engine == "torch":
-        monkeypatch.setattr(budget, "probe_images_per_s", lambda cfg, precision: IPS)
+        monkeypatch.setattr(budget, "probe_images_per_s", lambda cfg, precision, num_classes: IPS)
         trainer = train
     else:  # --engine fastconv probes its own step
-        monkeypatch.setattr(et, "probe_engine_images_per_s", lambda cfg, precision: IPS)
+        monkeypatch.setattr(et, "probe_engine_images_per_s", lambda cfg, precision, num_classes: IPS)
         trainer = et.train_engine
     data = make_data()
     trainer(_cfg("budget_minutes=0.2"), tmp_path, progress=False, data=data, stop_after_epochs=1)

@@ -42,14 +42,17 @@ def _same(a, b):
 
 def _probe_then(ips):
     """The real engine probe (it draws weights from fastconv's generator, which must be restored), then ``ips``."""
-    def probe(cfg, precision):
-        assert precision == "fp32" and probe_engine_images_per_s(cfg, precision) > 0
+    def probe(cfg, precision, num_classes):
+        assert precision == "fp32" and probe_engine_images_per_s(cfg, precision, num_classes) > 0
+        probe.classes.append(num_classes)
         return ips
+    probe.classes = []
     return probe
 
 
 def test_engine_budget_picks_records_resumes_exactly_and_equals_the_direct_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(et, "probe_engine_images_per_s", _probe_then(IPS))
+    probe = _probe_then(IPS)
+    monkeypatch.setattr(et, "probe_engine_images_per_s", probe)
     cfg = _cfg("budget_minutes=2.25")  # 135 s: 0.85 * (135 - probe) fits 4 epochs (93.3 s), never 5 (116.7 s);
     # 4 split 4:2 -> 3 + 1
     data = make_data()
@@ -60,12 +63,13 @@ def test_engine_budget_picks_records_resumes_exactly_and_equals_the_direct_run(t
     out = capsys.readouterr().out
     assert f"probe measured {IPS:.0f} training images/s (fp32)" in out and "ce.epochs=3, arcface.epochs=1" in out
     assert full["epochs"] == 4
+    assert probe.classes == [len(data["classes"])] == [rec["probe_classes"]]  # the run's own head size
 
     for first in (2, 3):  # mid-CE, and at the CE -> ArcFace boundary
         run = tmp_path / f"part{first}"
         assert train_engine(cfg, run, data=data, progress=False, stop_after_epochs=first)["stopped"]
 
-        def no_probe(cfg, precision):
+        def no_probe(cfg, precision, num_classes):
             raise AssertionError("resume must not probe again")
         monkeypatch.setattr(et, "probe_engine_images_per_s", no_probe)
         resumed = train_engine(cfg, run, data=data, progress=False, resume=True)
@@ -88,7 +92,7 @@ def test_engine_budget_run_is_torch_free_from_the_command_line(tmp_path):
     code = NO_TORCH.replace("from fastconv.cli import main", (
         "import fastconv.face.engine_train as et\n"
         "real = et.probe_engine_images_per_s\n"
-        "et.probe_engine_images_per_s = lambda cfg, precision: 1.2 if real(cfg, precision) > 0 else 0.0\n"
+        "et.probe_engine_images_per_s = lambda cfg, precision, num_classes: 1.2 if real(cfg, precision, num_classes) > 0 else 0.0\n"
         "from fastconv.cli import main"))
     sets = TINY + ["ce.epochs=1", "arcface.epochs=1", "ce.batch_size=8", "arcface.batch_size=8", "data.val_people=0"]
     # 62.4 s: 0.85 * (62.4 - start-up and probe) fits 3 epochs (40 s) with up to 15 s spent, never 4 (53.3 s);
