@@ -11,7 +11,7 @@ then stops the server. Scenarios:
 * ``/identify`` (top 5) at concurrency 4 against galleries of 1k and 100k synthetic faces (random unit
   vectors, 10 faces per subject, written to the gallery before the server starts).
 
-Without ``-c`` the model is the ``cpu-small`` architecture (iresnet_small, width 0.5, D=256, 64 px) with
+Without ``-c`` the model is the ``cpu-small`` architecture (iresnet_small at the preset's width, D=256, 64 px) with
 random weights: the work per request is that of a trained one. Every request must succeed (HTTP 200),
 else the run exits with status 1. Writes ``serve_load.json`` and ``serve_load.md`` to ``--out``.
 """
