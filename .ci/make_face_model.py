@@ -1,6 +1,6 @@
 """CI helper (main venv, with torch): write a face checkpoint and a few images for the torch-free check.
 
-The model is iresnet_small at its default width 0.5 (64 px, 256-d; cpu-small trains width 0.375) with random weights whose
+The model is iresnet_small at its default width 0.5 (64 px, 256-d) with random weights whose
 BatchNorm statistics are calibrated on the images (no training: CI must stay fast); the stored
 threshold is the median score of the image pairs, so both decisions occur.
 usage: python .ci/make_face_model.py OUT_DIR

@@ -216,8 +216,9 @@ def check_engine_config(cfg):
 def probe_engine_images_per_s(cfg, precision="fp32", num_classes=1000):
     """Training images/s of ``cfg``'s backbone on the engine: median of ``budget.PROBE_STEPS`` CE steps
     (after ``budget.PROBE_WARMUP``), each the loop's augmentation (``augment_batch``) and ``train_step``
-    on a synthetic uint8 batch of ``ce.batch_size`` with a ``num_classes`` softmax head. ``precision`` is float32 on the engine (the budget
-    records it). Draws from fastconv's generator (weight init): the caller restores it."""
+    on a synthetic uint8 batch of ``ce.batch_size`` with a ``num_classes`` softmax head. ``precision`` is
+    float32 on the engine (the budget records it). Draws from fastconv's generator (weight init): the
+    caller restores it."""
     import statistics
 
     from . import budget
@@ -249,8 +250,8 @@ def _apply_budget(cfg, out_dir, data, resume, seconds_spent):
 
     saved = fc_random.rng().bit_generator.state
     try:
-        n_train, n_val = (0, 0) if data is None else (len(data["labels"]), len(data["val_images"]))
-        n_classes = 1000 if data is None else max(1, len(data["classes"]))  # data is None on resume: no probe
+        n_train, n_val, n_classes = (0, 0, 0) if data is None else (  # data is None on resume: no probe
+            len(data["labels"]), len(data["val_images"]), len(data["classes"]))
         return budget.apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, "fp32",
                                    probe=probe_engine_images_per_s, log=lambda m: print(m, flush=True),
                                    fits_scorer=False, num_classes=n_classes)  # the engine fits no PLDA back-end

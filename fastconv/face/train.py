@@ -505,7 +505,7 @@ def _apply_budget(cfg, out_dir, data, resume, precision, world, seconds_spent):
     try:
         return budget.apply_budget(cfg, out_dir, len(data["labels"]), len(data["val_images"]), seconds_spent,
                                    resume, precision, log=lambda m: print(m, flush=True),
-                                   num_classes=max(1, len(data["classes"])))
+                                   num_classes=len(data["classes"]))
     finally:
         set_rng_state(saved)
 

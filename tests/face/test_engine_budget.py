@@ -92,7 +92,8 @@ def test_engine_budget_run_is_torch_free_from_the_command_line(tmp_path):
     code = NO_TORCH.replace("from fastconv.cli import main", (
         "import fastconv.face.engine_train as et\n"
         "real = et.probe_engine_images_per_s\n"
-        "et.probe_engine_images_per_s = lambda cfg, precision, num_classes: 1.2 if real(cfg, precision, num_classes) > 0 else 0.0\n"
+        "et.probe_engine_images_per_s = lambda cfg, precision, num_classes: (\n"
+        "    1.2 if real(cfg, precision, num_classes) > 0 else 0.0)\n"
         "from fastconv.cli import main"))
     sets = TINY + ["ce.epochs=1", "arcface.epochs=1", "ce.batch_size=8", "arcface.batch_size=8", "data.val_people=0"]
     # 62.4 s: 0.85 * (62.4 - start-up and probe) fits 3 epochs (40 s) with up to 15 s spent, never 4 (53.3 s);
