@@ -10,6 +10,8 @@ import math
 import os
 import sys
 
+from .jitter_spec import REALISTIC, format_jitter, parse_jitter
+
 __all__ = ["add_eval_commands"]
 
 
@@ -98,10 +100,11 @@ def add_eval_commands(subparsers) -> None:
     p.add_argument("--no-flip", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.add_argument("--out", default=None, help="folder for metrics.json, scores.csv, roc.png, scores_hist.png")
     p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: $FASTCONV_CACHE/images)")
-    p.add_argument("--jitter", nargs="?", const="0.1,0.06,8", default=None, metavar="SCALE,SHIFT,DEG",
+    realistic = format_jitter(REALISTIC)
+    p.add_argument("--jitter", nargs="?", const=realistic, default=None, metavar="SCALE,SHIFT,DEG",
                    help="re-frame every test image like a face detector's box would: box scale in [1-SCALE, "
                         "1+SCALE], centre shift up to SHIFT of the side, rotation up to DEG degrees "
-                        "(default when given bare: 0.1,0.06,8)")
+                        f"(default when given bare: {realistic})")
     p.add_argument("--jitter-seed", type=int, default=0, help="seed of the --jitter draws (default 0)")
     p.add_argument("--identify", action="store_true",
                    help="also identification on the test fold's people (--protocol view2 --fold K): gallery "
@@ -241,8 +244,7 @@ def _scorer_for(args, stored, cosine_threshold, cosine_source, what="checkpoint"
 
 
 def _jitter_arg(args):
-    from .jitter import parse_jitter
-
+    """``--jitter`` / ``--jitter-seed`` -> ``(JitterSpec, seed)``, or None without ``--jitter``."""
     return None if args.jitter is None else (parse_jitter(args.jitter), args.jitter_seed)
 
 

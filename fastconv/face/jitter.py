@@ -16,32 +16,9 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["JitterSpec", "parse_jitter", "reframe", "jitter_images", "FramingJitter"]
+from .jitter_spec import REALISTIC, JitterSpec, parse_jitter
 
-
-class JitterSpec(tuple):
-    """``(scale, shift, rotation)``: ranges of the box scale factor, centre offset and angle (degrees)."""
-
-    def __new__(cls, scale, shift, rotation):
-        vals = tuple(float(v) for v in (scale, shift, rotation))
-        if not (0 <= vals[0] < 1 and 0 <= vals[1] <= 0.5 and 0 <= vals[2] <= 90):
-            raise ValueError(f"framing jitter needs 0 <= scale < 1, 0 <= shift <= 0.5, 0 <= rotation <= 90, "
-                             f"got scale={vals[0]}, shift={vals[1]}, rotation={vals[2]}")
-        return super().__new__(cls, vals)
-
-
-REALISTIC = JitterSpec(0.1, 0.06, 8.0)
-
-
-def parse_jitter(text):
-    """``"SCALE,SHIFT,DEGREES"`` -> JitterSpec; ValueError naming the expected form."""
-    try:
-        parts = [float(t) for t in text.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) != 3:
-        raise ValueError(f"--jitter expects SCALE,SHIFT,DEGREES (e.g. 0.1,0.06,8), got {text!r}")
-    return JitterSpec(*parts)
+__all__ = ["JitterSpec", "REALISTIC", "parse_jitter", "reframe", "jitter_images", "FramingJitter"]
 
 
 def reframe(img, factor, dx, dy, angle):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fastconv.face.augment import build_transform
-from fastconv.face.jitter import JitterSpec, jitter_images, parse_jitter, reframe
+from fastconv.face.jitter import REALISTIC, JitterSpec, jitter_images, parse_jitter, reframe
+from fastconv.face.jitter_spec import format_jitter
 
 
 def _images(n=4, s=24):
@@ -37,6 +38,9 @@ def test_spec_validation_and_training_switch():
         parse_jitter("0.1,0.05")
     with pytest.raises(ValueError, match="0 <= scale < 1"):
         JitterSpec(1.5, 0, 0)
+    # the CLI's bare --jitter is REALISTIC written out, and reads back to it
+    assert format_jitter(REALISTIC) == "0.1,0.06,8"
+    assert parse_jitter(format_jitter(JitterSpec(0.05, 0.125, 2.5))) == (0.05, 0.125, 2.5)
     aug = {"flip": False, "resized_crop": False, "framing": True, "framing_scale": 0.1, "framing_shift": 0.06,
            "framing_rotation": 8.0}
     t = build_transform(aug, 24)

@@ -321,7 +321,8 @@ def test_scorer_plda_with_a_model_file_without_one_is_a_clear_error(checkpoint, 
 
 def test_runtime_imports_neither_torch_nor_torchvision():
     code = ("import sys, fastconv.face.runtime, fastconv.face.cli_runtime, fastconv.face.preprocess, "
-            "fastconv.face.cli_eval, fastconv.face.model_file, fastconv.face.scoring;"
+            "fastconv.face.cli_eval, fastconv.face.model_file, fastconv.face.scoring, fastconv.face.jitter_spec;"
+            "import fastconv.face.cli; fastconv.face.cli.build_parser();"
             "bad = [m for m in ('torch', 'torchvision') if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
