@@ -42,8 +42,9 @@ def _toggle(name, param, key, current, on_value, where=""):
     return f"+ {name} ({param}{on_value}){where}", [f"{key}={on_value}"]
 
 
-def variants(cfg):
-    """name -> (what it changes, overrides) for the recipe ``cfg``.
+def variants(cfg, extra=()):
+    """name -> (what it changes, overrides) for the recipe ``cfg`` (the preset with ``extra``, the
+    ``--set`` overrides every variant gets, applied).
 
     Every variant trains as many epochs as the recipe and changes one thing: ``ce-only`` drops
     the margin stage (its epochs go to CE); the others switch one regulariser on when the recipe
@@ -54,8 +55,9 @@ def variants(cfg):
     arc_epochs = arc["epochs"] if arc["enabled"] else 0
     total = ce_epochs + arc_epochs
     in_ce = " in the CE stage"
+    base = f"the preset with {_set_flags(extra)}" if extra else "the preset as it is"
     return {
-        "recipe": (f"the preset as it is: CE {ce_epochs} epochs, then {arc['head']} {arc_epochs}", []),
+        "recipe": (f"{base}: CE {ce_epochs} epochs, then {arc['head']} {arc_epochs}", []),
         "ce-only": (f"CE alone for {total} epochs, no margin stage", ["arcface.enabled=false", "ce.enabled=true",
                                                                       f"ce.epochs={total}"]),
         "cutmix": _toggle("CutMix", "alpha", "ce.cutmix", ce["cutmix"], 1.0, in_ce),
@@ -67,6 +69,11 @@ def variants(cfg):
                              ", block 3, last two stages"),
         "framing": _framing(cfg["augment"]),
     }
+
+
+def _set_flags(extra):
+    """``["a=1", "b=2"]`` -> ``"`--set a=1 --set b=2`"``, as the command line gave them."""
+    return "`" + " ".join(f"--set {kv}" for kv in extra) + "`"
 
 
 def _framing(aug):
@@ -149,7 +156,8 @@ def _train_variant(config, out, name, variant, extra):
         print(f"[ablation] {name}: scoring {run_dir / 'last.pt'} failed: {exc}", flush=True)
         return False
     write_json(run_dir / "result.json", {
-        "variant": name, "change": change, "overrides": overrides, "devtest_eer": scores["cosine"]["eer"],
+        "variant": name, "change": change, "overrides": overrides, "extra": list(extra),
+        "devtest_eer": scores["cosine"]["eer"],
         "devtest_accuracy": scores["cosine"]["best_threshold_accuracy"], "last_epoch_val_eer": rec["val_eer"],
         "epochs": len(_epoch_records(run_dir)), "minutes": rec["minutes_total"], "scores": scores})
     print(f"[ablation] done {name}: DevTest EER cosine {scores['cosine']['eer']:.4f}, PLDA "
@@ -168,7 +176,7 @@ def run_ablation(config, out, names=None, jobs=1, extra=()):
     unknown = [n for n in names if n not in VARIANT_NAMES]
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {unknown}; expected some of {list(VARIANT_NAMES)}")
-    table = variants(load_config(config, list(extra)))
+    table = variants(load_config(config, list(extra)), list(extra))
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out = pathlib.Path(out)
@@ -181,17 +189,24 @@ def run_ablation(config, out, names=None, jobs=1, extra=()):
                if (out / n / "result.json").is_file()]
     write_json(out / "ablation.json", {"config": config, "extra": list(extra), "results": results,
                                         "failed": failed})
-    write_text(out / "ablation.md", markdown_table(results))
+    write_text(out / "ablation.md", markdown_table(results, config, extra))
     if failed:
         raise RuntimeError(f"ablation variants failed: {failed}")
     return results
 
 
-def markdown_table(results):
+def markdown_table(results, config=None, extra=()):
     """A README table of ``results``: DevTest EERs of the four ways (a result without scores shows the cosine
-    EER only), the best-threshold cosine accuracy and the cosine EER's difference to ``recipe``, in percent."""
+    EER only), the best-threshold cosine accuracy and the cosine EER's difference to ``recipe``, in percent.
+
+    With ``config`` the table opens with a line naming the preset and the ``--set`` overrides (``extra``)
+    that every variant trained with, so a table read on its own says what its recipe was."""
     base = next((r for r in results if r["variant"] == "recipe"), None)
-    lines = ["| variant | change | DevTest EER cosine | EER PLDA | EER cosine under jitter | EER PLDA under jitter "
+    head = []
+    if config is not None:
+        head = [f"Every variant: preset `{config}`" + (f" with {_set_flags(extra)}" if extra else "")
+                + f" (and {_set_flags(PINNED)}).", ""]
+    lines = [*head, "| variant | change | DevTest EER cosine | EER PLDA | EER cosine under jitter | EER PLDA under jitter "
              "| accuracy | EER vs recipe | minutes |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:

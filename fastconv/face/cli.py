@@ -216,7 +216,7 @@ def cmd_ablate(args):
     names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else list(VARIANT_NAMES)
     out = pathlib.Path(args.out) if args.out else _default_out("ablation", pathlib.Path(args.config).stem)
     results = run_ablation(args.config, out, names, jobs=args.jobs, extra=list(args.overrides))
-    print(markdown_table(results), end="")
+    print(markdown_table(results, args.config, list(args.overrides)), end="")
     print(f"{out / 'ablation.json'}, {out / 'ablation.md'}")
     return 0
 

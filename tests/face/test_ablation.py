@@ -52,6 +52,22 @@ def test_framing_variant_switches_the_detector_like_jitter_and_names_its_ranges(
                    ["augment.framing=false"])
 
 
+def test_the_recipe_row_and_the_table_name_the_overrides_every_variant_trained_with():
+    extra = ["ce.epochs=30", "augment.framing=true"]
+    recipe = variants(load_config("cpu-small", extra), extra)["recipe"]
+    assert recipe == ("the preset with `--set ce.epochs=30 --set augment.framing=true`: CE 30 epochs, then "
+                      "arcface 12", [])
+    assert variants(load_config("cpu-small"))["recipe"][0].startswith("the preset as it is: CE 16 epochs")
+    row = {"variant": "recipe", "change": recipe[0], "devtest_eer": 0.1, "devtest_accuracy": 0.9, "minutes": 1.0}
+    lines = markdown_table([row], "cpu-small", extra).splitlines()
+    assert lines[0] == ("Every variant: preset `cpu-small` with `--set ce.epochs=30 --set augment.framing=true` "
+                        "(and `--set data.val_devtest=true --set budget_minutes=0 --set scorer.fit=false`).")
+    assert lines[1] == "" and lines[2].startswith("| variant | change |")
+    assert markdown_table([row], "cpu-small").splitlines()[0] == (
+        "Every variant: preset `cpu-small` (and `--set data.val_devtest=true --set budget_minutes=0 "
+        "--set scorer.fit=false`).")
+
+
 def _scores(cos, plda, cos_j, plda_j):
     return {w: {"eer": e} for w, e in zip(("cosine", "plda", "cosine_jitter", "plda_jitter"), (cos, plda, cos_j, plda_j))}
 
@@ -86,7 +102,10 @@ def test_ablate_cli_runs_variants_and_resumes(tmp_path, monkeypatch, capsys):
     for r in report["results"]:
         assert r["epochs"] == 2 and 0 <= r["devtest_eer"] <= 1 and 0 <= r["devtest_accuracy"] <= 1
         _check_scores(r)
-    assert "| ce-only |" in (out / "ablation.md").read_text()
+    table = (out / "ablation.md").read_text()
+    assert "| ce-only |" in table and table.startswith("Every variant: preset `base` with `--set ")
+    assert all(r["extra"] == sets[1::2] for r in report["results"])
+    assert report["results"][0]["change"].startswith("the preset with `--set ")
     # finished variants are kept: a second call trains nothing and reports the same numbers
     before = (out / "recipe" / "metrics.jsonl").stat().st_mtime_ns
     assert main(["ablate", "--config", "base", "--variants", "recipe,ce-only", "--out", str(out), *sets]) == 0
