@@ -206,7 +206,8 @@ def markdown_table(results, config=None, extra=()):
     if config is not None:
         head = [f"Every variant: preset `{config}`" + (f" with {_set_flags(extra)}" if extra else "")
                 + f" (and {_set_flags(PINNED)}).", ""]
-    lines = [*head, "| variant | change | DevTest EER cosine | EER PLDA | EER cosine under jitter | EER PLDA under jitter "
+    lines = [*head,
+             "| variant | change | DevTest EER cosine | EER PLDA | EER cosine under jitter | EER PLDA under jitter "
              "| accuracy | EER vs recipe | minutes |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
