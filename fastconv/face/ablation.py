@@ -55,7 +55,8 @@ def variants(cfg, extra=()):
     arc_epochs = arc["epochs"] if arc["enabled"] else 0
     total = ce_epochs + arc_epochs
     in_ce = " in the CE stage"
-    base = f"the preset with {_set_flags(extra)}" if extra else "the preset as it is"
+    own = _own_overrides(extra)
+    base = f"the preset with {_set_flags(own)}" if own else "the preset as it is"
     return {
         "recipe": (f"{base}: CE {ce_epochs} epochs, then {arc['head']} {arc_epochs}", []),
         "ce-only": (f"CE alone for {total} epochs, no margin stage", ["arcface.enabled=false", "ce.enabled=true",
@@ -74,6 +75,11 @@ def variants(cfg, extra=()):
 def _set_flags(extra):
     """``["a=1", "b=2"]`` -> ``"`--set a=1 --set b=2`"``, as the command line gave them."""
     return "`" + " ".join(f"--set {kv}" for kv in extra) + "`"
+
+
+def _own_overrides(extra):
+    """``extra`` without the overrides :data:`PINNED` sets anyway (they are named once, on their own)."""
+    return [kv for kv in extra if kv not in PINNED]
 
 
 def _framing(aug):
@@ -204,7 +210,8 @@ def markdown_table(results, config=None, extra=()):
     base = next((r for r in results if r["variant"] == "recipe"), None)
     head = []
     if config is not None:
-        head = [f"Every variant: preset `{config}`" + (f" with {_set_flags(extra)}" if extra else "")
+        own = _own_overrides(extra)
+        head = [f"Every variant: preset `{config}`" + (f" with {_set_flags(own)}" if own else "")
                 + f" (and {_set_flags(PINNED)}).", ""]
     lines = [*head,
              "| variant | change | DevTest EER cosine | EER PLDA | EER cosine under jitter | EER PLDA under jitter "

@@ -58,8 +58,11 @@ def test_the_recipe_row_and_the_table_name_the_overrides_every_variant_trained_w
     assert recipe == ("the preset with `--set ce.epochs=30 --set augment.framing=true`: CE 30 epochs, then "
                       "arcface 12", [])
     assert variants(load_config("cpu-small"))["recipe"][0].startswith("the preset as it is: CE 16 epochs")
+    # an override the ablation pins anyway is not repeated as the recipe's own
+    pinned_too = ["scorer.fit=false", *extra]
+    assert variants(load_config("cpu-small", pinned_too), pinned_too)["recipe"] == recipe
     row = {"variant": "recipe", "change": recipe[0], "devtest_eer": 0.1, "devtest_accuracy": 0.9, "minutes": 1.0}
-    lines = markdown_table([row], "cpu-small", extra).splitlines()
+    lines = markdown_table([row], "cpu-small", ["scorer.fit=false", *extra]).splitlines()
     assert lines[0] == ("Every variant: preset `cpu-small` with `--set ce.epochs=30 --set augment.framing=true` "
                         "(and `--set data.val_devtest=true --set budget_minutes=0 --set scorer.fit=false`).")
     assert lines[1] == "" and lines[2].startswith("| variant | change |")
