@@ -2,17 +2,21 @@
 
 ``budget_minutes > 0`` in the config (``--budget-minutes N``): at start-up :func:`probe_images_per_s`
 times a few CE training steps of the config's model, with the training set's class count in the head,
-on a synthetic batch (``throughput.measure``; the
-engine trainer, ``--engine fastconv``, times its own step: ``engine_train.probe_engine_images_per_s``),
-and :func:`choose_epochs` picks the largest total epoch count E, split between the stages in the
-ratio of the config's ``ce.epochs : arcface.epochs``, whose estimated cost fits the time left:
+on a synthetic batch (``throughput.measure``), and the torch trainer's data probe times the data path
+the step leaves out, the per-image augmentation, batching and CutMix on real training images
+(``throughput.measure_data``; serial with the step when ``workers = 0``, so an image costs
+``1 / step_ips + data_seconds``: :func:`combined_images_per_s`). The engine trainer,
+``--engine fastconv``, times its own step, augmentation included (``engine_train.probe_engine_images_per_s``).
+:func:`choose_epochs` then picks the largest total epoch count E, split between the stages in the
+ratio of the config's ``ce.epochs : arcface.epochs``, whose estimated cost at the combined ``ips`` fits
+the time left:
 
     seconds(stage epoch) = steps * batch / ips + val_images * 2 / (3 * ips)   (validation, flip TTA)
     seconds(fixed)       = (train_images + val_images) * 2 / (3 * ips)        (PLDA back-end fit, torch only)
     sum over epochs + fixed <= SAFETY * (60 * budget_minutes - seconds already spent, probe included)
 
-(an inference forward is counted as a third of a training step; ``SAFETY`` leaves room for data
-loading and augmentation, which the probe excludes). The choice is written to ``out/budget.json``
+(an inference forward is counted as a third of a training step; ``SAFETY`` leaves room for what
+neither probe times: checkpoints, logging, the schedule, and a machine that slows down after the probe). The choice is written to ``out/budget.json``
 and into the run's config (so checkpoints record it); ``--resume`` reads it back and never probes
 again, so an interrupted run continues with the same counts. A run with ``ce.epochs`` /
 ``arcface.epochs`` set to the recorded counts and no budget trains the same weights.
@@ -26,7 +30,7 @@ import time
 
 from ..atomic import write_json
 
-__all__ = ["SAFETY", "probe_images_per_s", "choose_epochs", "apply_budget"]
+__all__ = ["SAFETY", "probe_images_per_s", "combined_images_per_s", "choose_epochs", "apply_budget"]
 
 SAFETY = 0.85
 PROBE_STEPS, PROBE_WARMUP = 3, 1
@@ -39,6 +43,14 @@ def probe_images_per_s(cfg, precision, num_classes=1000):
 
     return measure(cfg, precision, cfg["channels_last"], steps=PROBE_STEPS, warmup=PROBE_WARMUP,
                    num_classes=num_classes)["images_per_s"]
+
+
+def combined_images_per_s(step_images_per_s, data_seconds, workers=0):
+    """Training images/s of step plus data path: serial with ``workers = 0`` (``1 / (1 / step + data)``);
+    with ``workers > 0`` loader processes prepare batches while the step runs, so the slower of the
+    step and ``data_seconds / workers`` sets the pace."""
+    step = 1.0 / step_images_per_s
+    return 1.0 / (step + data_seconds if workers <= 0 else max(step, data_seconds / workers))
 
 
 def _stage_epoch_seconds(cfg, stage, n_train, n_val, ips):
@@ -89,11 +101,13 @@ def choose_epochs(cfg, images_per_s, n_train, n_val, seconds_left, fits_scorer=N
 
 
 def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision, probe=None, log=print,
-                 fits_scorer=None, num_classes=1000):
+                 fits_scorer=None, num_classes=1000, data_probe=None, workers=0):
     """``cfg`` with the budget's epoch counts (a copy); writes or (``resume``) reads ``out_dir/budget.json``.
 
     ``probe(cfg, precision, num_classes=C) -> images/s`` defaults to :func:`probe_images_per_s` (torch's
     step; the engine trainer passes its own), timed with the training set's ``num_classes`` in the head;
+    ``data_probe() -> seconds per image`` of the data path the step probe leaves out (None: nothing left
+    out), combined with the step at the loader's ``workers`` (:func:`combined_images_per_s`);
     ``fits_scorer`` as in :func:`choose_epochs`.
     """
     path = pathlib.Path(out_dir) / "budget.json"
@@ -112,18 +126,25 @@ def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision,
             f"(measured {rec['images_per_s']:.0f} images/s at the start; no new probe)")
     else:
         t0 = time.perf_counter()
-        ips = float((probe or probe_images_per_s)(cfg, precision, num_classes=num_classes))
+        step_ips = float((probe or probe_images_per_s)(cfg, precision, num_classes=num_classes))
+        data_seconds = float(data_probe()) if data_probe is not None else 0.0
+        if not (data_seconds >= 0 and data_seconds != float("inf")):
+            raise ValueError(f"data probe measured {data_seconds!r} s per image")
+        ips = combined_images_per_s(step_ips, data_seconds, workers) if step_ips > 0 else step_ips
         probe_seconds = time.perf_counter() - t0  # spent too (the engine's probe takes seconds)
         seconds_left = 60 * cfg["budget_minutes"] - seconds_spent - probe_seconds
         choice = choose_epochs(cfg, ips, n_train, n_val, seconds_left, fits_scorer)
         counts = {"ce": choice["ce"], "arcface": choice["arcface"]}
-        rec = {"budget_minutes": cfg["budget_minutes"], "images_per_s": ips, "precision": precision,
+        rec = {"budget_minutes": cfg["budget_minutes"], "images_per_s": ips, "step_images_per_s": step_ips,
+               "data_ms_per_image": 1e3 * data_seconds, "workers": workers, "precision": precision,
                "probe_steps": PROBE_STEPS, "probe_classes": num_classes, "seconds_spent_before": seconds_spent,
                "probe_seconds": probe_seconds, "safety": SAFETY,
                "n_train_images": n_train, "n_val_images": n_val, "ce_epochs": counts["ce"],
                "arcface_epochs": counts["arcface"], "estimated_minutes": choice["estimated_seconds"] / 60}
         write_json(path, rec)
-        log(f"budget {cfg['budget_minutes']} min: probe measured {ips:.0f} training images/s ({precision}); "
+        data = (f" ({step_ips:.0f} for the step, {1e3 * data_seconds:.2f} ms per image of loading and augmentation"
+                f"{f' on {workers} workers' if workers > 0 else ''})" if data_probe is not None else "")
+        log(f"budget {cfg['budget_minutes']} min: probe measured {ips:.0f} training images/s{data} ({precision}); "
             f"chose ce.epochs={counts['ce']}, arcface.epochs={counts['arcface']} (estimated "
             f"{rec['estimated_minutes']:.1f} min; reproduce with --set budget_minutes=0 --set ce.epochs={counts['ce']} "
             f"--set arcface.epochs={counts['arcface']})")

@@ -107,8 +107,10 @@ def build_parser():
 
     p = sub.add_parser("throughput", help="training images/s of a config per precision (fp32, bf16, fp16) "
                                           "and memory format",
-                       description="Time the CE training step of the config's backbone on a synthetic batch "
-                                   "(data loading excluded): warm-up, then the median of --steps steps.")
+                       description="Time the CE training step of the config's backbone on a synthetic batch: "
+                                   "warm-up, then the median of --steps steps; then the data path the step "
+                                   "leaves out (the config's augmentation and CutMix/MixUp, on synthetic "
+                                   "images) and the images/s of both together, as training runs them.")
     _add_config_args(p)
     p.add_argument("--precision", default=None,
                    help="comma-separated subset of fp32,bf16,fp16 (default: fp32,bf16 on CPU, all three on CUDA)")
@@ -225,7 +227,8 @@ def cmd_throughput(args):
     from ..atomic import check_writable, write_json
     from .config import load_config
     from .device import resolve_device, resolve_precision
-    from .throughput import PRECISIONS, default_grid, format_table, measure
+    from .budget import combined_images_per_s
+    from .throughput import PRECISIONS, default_grid, format_table, measure, measure_data
 
     if args.out:
         check_writable(args.out)
@@ -252,10 +255,27 @@ def cmd_throughput(args):
     print(f"model {cfg['model']['name']} (width {cfg['model']['width']}) at {cfg['data']['size']} px, "
           f"threads {results[0]['threads']}")
     print(format_table(results), end="")
+    data = _time_data_path(cfg, measure_data)
+    best = max(results, key=lambda r: r["images_per_s"])
+    print(f"data path (augmentation and batch mix, main process): {1e3 * data:.2f} ms per image; with the fastest "
+          f"step above ({best['precision']}, channels_last {'yes' if best['channels_last'] else 'no'}) training "
+          f"runs at about {combined_images_per_s(best['images_per_s'], data):.0f} images/s with workers = 0")
     if args.out:
         write_json(args.out, {"config": cfg, "chosen_precision": chosen, "chosen_because": why,
-                              "results": results})
+                              "results": results, "data_ms_per_image": 1e3 * data})
     return 0
+
+
+def _time_data_path(cfg, measure_data, n_images=256, n_classes=100):
+    """Seconds per image of ``cfg``'s training data path on synthetic uint8 images (content does not change
+    the cost of the warps and colour ops)."""
+    import numpy as np
+
+    size = cfg["data"]["size"]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n_images, 3, size, size), dtype=np.uint8)
+    labels = np.arange(n_images) % n_classes
+    return measure_data(cfg, images, labels, n_classes, n_images=n_images)
 
 
 def run_command(args) -> int:

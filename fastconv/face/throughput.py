@@ -1,9 +1,13 @@
 """Training throughput of a config's backbone + CE head, per precision and memory format.
 
-Times the training step alone (forward under autocast, backward, GradScaler with fp16, SGD step)
-on a synthetic batch already on the device: data loading and augmentation are excluded, so the
-numbers are an upper bound for ``fastconv face train`` with the same settings. Warm-up steps
-first, then the median of the timed steps.
+:func:`measure` times the training step alone (forward under autocast, backward, GradScaler with
+fp16, SGD step) on a synthetic batch already on the device: data loading and augmentation are
+excluded, so its numbers are an upper bound for ``fastconv face train`` with the same settings.
+Warm-up steps first, then the median of the timed steps. :func:`measure_data` times what the step
+leaves out: the training loader's per-image transform (``augment.py``), batching, normalisation and
+the CE stage's CutMix/MixUp, on real training images. With ``workers = 0`` (the CPU default) the two
+run one after the other, so a training image costs ``1 / step_ips + data_seconds``
+(``budget.combined_images_per_s``).
 """
 import statistics
 import time
@@ -63,6 +67,51 @@ def measure(cfg, precision, channels_last, steps=10, warmup=3, num_classes=1000,
     return {"device": str(device), "precision": precision, "channels_last": bool(channels_last),
             "batch_size": bs, "input_size": size, "images_per_s": bs / med, "step_ms": 1e3 * med,
             "steps": steps, "threads": torch.get_num_threads() if device.type == "cpu" else None}
+
+
+def measure_data(cfg, images, labels, num_classes, n_images=256, warmup=16):
+    """Seconds per image of the training data path of ``cfg`` on ``images`` uint8 ``(M, 3, S, S)``.
+
+    The loader of ``train.build_stage`` with ``workers = 0`` (FaceDataset with the config's per-image
+    transform, or none with ``augment.batched``; shuffled batches of ``ce.batch_size``), then what
+    ``train.run_epoch`` does to a batch before the step: the batched augmentation or ``normalize``,
+    channels_last when set, the CE stage's batch mix. Uses torch's RNG (callers that need
+    it unchanged save and restore it). ``warmup`` images first (lazy imports, first-call set-up), then
+    up to ``n_images`` timed: the median over batches of seconds / images.
+    """
+    from .augment import build_batch_mix, build_transform
+    from .batch_augment import build_batch_augment
+    from .data import FaceDataset, normalize
+
+    if n_images < 1 or warmup < 0:
+        raise ValueError(f"need n_images >= 1 and warmup >= 0, got n_images={n_images}, warmup={warmup}")
+    batched = build_batch_augment(cfg["augment"])
+    dataset = FaceDataset(images, labels, transform=None if batched is not None
+                          else build_transform(cfg["augment"], cfg["data"]["size"]))
+    mix = build_batch_mix(cfg["ce"], num_classes)
+    bs = max(1, min(cfg["ce"]["batch_size"], n_images, len(dataset)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=True, drop_last=True, num_workers=0)
+    for i in range(min(warmup, len(dataset))):
+        dataset[i]
+    if batched is not None and len(dataset):
+        batched(torch.from_numpy(images[:bs]))
+    per_image, seen, it = [], 0, iter(loader)
+    while seen < n_images:
+        t0 = time.perf_counter()
+        batch = next(it, None)
+        if batch is None:
+            break
+        x, y = batch
+        x = batched(x) if batched is not None else normalize(x)
+        if cfg["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if mix is not None:
+            mix(x, y)
+        per_image.append((time.perf_counter() - t0) / x.shape[0])
+        seen += x.shape[0]
+    if not per_image:
+        raise ValueError(f"no training batch to time: {len(dataset)} images")
+    return statistics.median(per_image)
 
 
 def default_grid(device):

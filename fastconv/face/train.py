@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .augment import build_batch_mix, build_transform
+from .batch_augment import build_batch_augment
 from .checkpoint import CheckpointError, check_finite_weights, load_checkpoint, save_checkpoint
 from .config import STAGES
 from .data import FaceDataset, normalize
@@ -215,6 +216,7 @@ class _Run:
     best_eer: float = float("inf")
     last_val: "dict | None" = None
     epochs_done: int = 0
+    batch_augment: object = None  # batch_augment.BatchAugment (augment.batched), else None: the loader's transform
 
     @property
     def is_main(self):
@@ -339,7 +341,8 @@ def run_epoch(run, stage, epoch):
     for step_in_epoch, (x, y) in enumerate(stage.loader):
         if cfg["max_steps"] > 0 and step_in_epoch >= cfg["max_steps"]:
             break
-        x = normalize(x.to(device, non_blocking=True))
+        x = x.to(device, non_blocking=True)
+        x = run.batch_augment(x) if run.batch_augment is not None else normalize(x)
         y = y.to(device, non_blocking=True)
         if cfg["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -457,7 +460,8 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
 
         data = prepare_data(cfg, split=split, progress=progress and rank == 0)
     if cfg["budget_minutes"] > 0:
-        cfg = _apply_budget(cfg, out_dir, data, resume, precision, world, time.time() - t_start)
+        cfg = _apply_budget(cfg, out_dir, data, resume, precision, world, time.time() - t_start,
+                            _loader_workers(cfg, device))
     backbone = get_model(cfg["model"]["name"], cfg["model"]["embedding_size"], **model_kwargs(cfg)).to(device)
     if cfg["channels_last"]:
         backbone = backbone.to(memory_format=torch.channels_last)
@@ -470,11 +474,10 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
                history=list(state["history"]) if state else [],
                best_eer=state["best_eer"] if state else float("inf"))
     run.last_val = run.history[-1] if run.history else None
-    dataset = FaceDataset(data["images"], data["labels"], transform=build_transform(cfg["augment"],
-                                                                                     cfg["data"]["size"]))
-    workers = cfg["workers"]
-    if workers < 0:
-        workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    run.batch_augment = build_batch_augment(cfg["augment"])
+    dataset = FaceDataset(data["images"], data["labels"], transform=None if run.batch_augment is not None
+                          else build_transform(cfg["augment"], cfg["data"]["size"]))
+    workers = _loader_workers(cfg, device)
     start_stage = state["stage_index"] if state else 0
     for si, stage_name in enumerate(STAGES):
         st = cfg[stage_name]
@@ -494,10 +497,21 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
     return _summary(run, False, return_model)
 
 
-def _apply_budget(cfg, out_dir, data, resume, precision, world, seconds_spent):
-    """``cfg`` with the epoch counts of ``cfg["budget_minutes"]`` (:mod:`.budget`); the probe leaves the
-    RNGs as it found them, so the run equals one given those counts directly."""
+def _loader_workers(cfg, device):
+    """DataLoader workers: ``cfg["workers"]``, or for -1 min(8, cores) on CUDA and 0 (the main process) on CPU."""
+    workers = cfg["workers"]
+    if workers < 0:
+        workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    return workers
+
+
+def _apply_budget(cfg, out_dir, data, resume, precision, world, seconds_spent, workers):
+    """``cfg`` with the epoch counts of ``cfg["budget_minutes"]`` (:mod:`.budget`): torch's step probe plus
+    the data probe (this run's transform and batch mix on its training images, ``workers`` as the
+    loader will have them). The probes leave the RNGs as they found them, so the run equals one given
+    those counts directly."""
     from . import budget
+    from .throughput import measure_data
 
     if world > 1:
         raise ValueError("budget_minutes is not supported under torchrun; set ce.epochs / arcface.epochs")
@@ -505,7 +519,9 @@ def _apply_budget(cfg, out_dir, data, resume, precision, world, seconds_spent):
     try:
         return budget.apply_budget(cfg, out_dir, len(data["labels"]), len(data["val_images"]), seconds_spent,
                                    resume, precision, log=lambda m: print(m, flush=True),
-                                   num_classes=len(data["classes"]))
+                                   num_classes=len(data["classes"]), workers=workers,
+                                   data_probe=lambda: measure_data(cfg, data["images"], data["labels"],
+                                                                   len(data["classes"])))
     finally:
         set_rng_state(saved)
 

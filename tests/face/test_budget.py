@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from fastconv.face import budget
+from fastconv.face import budget, throughput
 from fastconv.face.budget import SAFETY, choose_epochs
 from fastconv.face.config import load_config
 from fastconv.face.train import train
@@ -44,19 +44,28 @@ def _weights(model):
 
 def test_budget_run_logs_its_choice_resumes_exactly_and_is_reproducible(tmp_path, monkeypatch, capsys):
     data = make_data()
-    probed = []
+    probed, data_probed = [], []
 
     def probe(cfg, precision, num_classes):
         probed.append(num_classes)
-        return IPS
+        return 3 * IPS  # the step alone; the data path costs twice the step, so together IPS
+
+    def data_probe(cfg, images, labels, num_classes):
+        data_probed.append((images is data["images"], num_classes, cfg["augment"]["flip"]))
+        return 2 / (3 * IPS)
     monkeypatch.setattr(budget, "probe_images_per_s", probe)
+    monkeypatch.setattr(throughput, "measure_data", data_probe)
     cfg = _cfg("budget_minutes=0.2")  # 12 s: 0.85 * 12 - 1.67 = 8.5 s -> 3 epochs (7 s), split 2 + 1
     full = train(cfg, tmp_path / "full", progress=False, data=data, return_model=True)
     rec = json.loads((tmp_path / "full" / "budget.json").read_text())
-    assert (rec["ce_epochs"], rec["arcface_epochs"], rec["images_per_s"]) == (2, 1, IPS)
+    assert (rec["ce_epochs"], rec["arcface_epochs"]) == (2, 1)
+    assert rec["images_per_s"] == pytest.approx(IPS) and rec["step_images_per_s"] == 3 * IPS
+    assert rec["data_ms_per_image"] == pytest.approx(1e3 * 2 / (3 * IPS)) and rec["workers"] == 0
     assert probed == [len(data["classes"])] == [rec["probe_classes"]]  # timed with the run's own head
+    assert data_probed == [(True, len(data["classes"]), True)]  # the run's own images and transform
     out = capsys.readouterr().out
-    assert f"probe measured {IPS:.0f} training images/s" in out and "ce.epochs=2, arcface.epochs=1" in out
+    assert f"probe measured {IPS:.0f} training images/s ({3 * IPS:.0f} for the step, 27.78 ms per image" in out
+    assert "ce.epochs=2, arcface.epochs=1" in out
     assert full["epochs"] == 3
 
     run = tmp_path / "part"
@@ -74,6 +83,34 @@ def test_budget_run_logs_its_choice_resumes_exactly_and_is_reproducible(tmp_path
                    return_model=True)
     c = _weights(direct["model"])
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_combined_images_per_s_is_serial_without_workers_and_overlapped_with_them():
+    # step 100 images/s (10 ms), data 5 ms per image: serial 15 ms; 2 workers prepare at 2.5 ms < 10 ms
+    assert budget.combined_images_per_s(100.0, 0.005) == pytest.approx(1 / 0.015)
+    assert budget.combined_images_per_s(100.0, 0.005, workers=2) == pytest.approx(100.0)
+    assert budget.combined_images_per_s(100.0, 0.05, workers=2) == pytest.approx(1 / 0.025)  # data-bound
+    assert budget.combined_images_per_s(100.0, 0.0) == pytest.approx(100.0)
+
+
+def test_data_probe_times_the_real_pipeline_and_the_run_stays_reproducible(tmp_path, monkeypatch):
+    """The real data probe (the run's transform and CutMix on its images) costs time per image, and the
+    budget run still equals a run given its recorded counts directly: the probe leaves torch's RNG alone."""
+    data = make_data()
+    cfg = _cfg("budget_minutes=0.2", "ce.cutmix=1.0", "augment.framing=true")
+    plain = throughput.measure_data(cfg, data["images"], data["labels"], len(data["classes"]), n_images=32)
+    assert 0 < plain < 1  # seconds per 16 px image
+    monkeypatch.setattr(budget, "probe_images_per_s", lambda cfg, precision, num_classes: 3 * IPS)
+    full = train(cfg, tmp_path / "full", progress=False, data=data, return_model=True)
+    rec = json.loads((tmp_path / "full" / "budget.json").read_text())
+    assert rec["data_ms_per_image"] > 0 and rec["images_per_s"] < rec["step_images_per_s"] == 3 * IPS
+    direct = train(_cfg("ce.cutmix=1.0", "augment.framing=true", f"ce.epochs={rec['ce_epochs']}",
+                        f"arcface.epochs={rec['arcface_epochs']}"), tmp_path / "direct", progress=False,
+                   data=data, return_model=True)
+    a, b = _weights(full["model"]), _weights(direct["model"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="n_images >= 1"):
+        throughput.measure_data(cfg, data["images"], data["labels"], len(data["classes"]), n_images=0)
 
 
 @pytest.mark.parametrize("engine", ["torch", "fastconv"])

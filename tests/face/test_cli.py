@@ -227,13 +227,18 @@ def test_throughput_times_each_precision_and_format(tmp_path, capsys):
     out = tmp_path / "thr.json"
     assert main(["throughput", "--config", "base", "--steps", "2", "--warmup", "1", "--batch-size", "4",
                  "--out", str(out), *sets]) == 0
-    results = json.loads(out.read_text())["results"]
+    rec = json.loads(out.read_text())
+    results = rec["results"]
+    assert 0 < rec["data_ms_per_image"] < 1000  # the augmentation the step leaves out, timed too
     assert [(r["precision"], r["channels_last"]) for r in results] == [
         ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
     assert all(r["images_per_s"] > 0 and r["batch_size"] == 4 and r["device"] == "cpu" for r in results)
     text = capsys.readouterr().out
     assert "| cpu | bf16 | yes | 4 |" in text
     assert "config precision 'fp32': training would use fp32 (set in the config)" in text
+    fastest = max(r["images_per_s"] for r in results)
+    together = float(text.split("training runs at about ")[1].split()[0])
+    assert together == pytest.approx(1 / (1 / fastest + rec["data_ms_per_image"] / 1e3), abs=0.51)
     assert main(["throughput", "--config", "base", "--precision", "fp32", "--channels-last", "no", "--steps", "1",
                  "--warmup", "0", "--batch-size", "2", *sets]) == 0
     assert main(["throughput", "--config", "base", "--precision", "fp8", *sets]) == 2
