@@ -87,6 +87,8 @@ def choose_epochs(cfg, images_per_s, n_train, n_val, seconds_left, fits_scorer=N
     best = None
     for total in range(len(stages), 100000):
         counts = split(total)
+        if counts is None:  # too few epochs to give every stage one at this ratio (e.g. 2 at 8 : 1)
+            continue
         cost = sum(per_epoch[s] * counts[s] for s in stages)
         if cost > avail:
             break
@@ -142,9 +144,9 @@ def apply_budget(cfg, out_dir, n_train, n_val, seconds_spent, resume, precision,
                "n_train_images": n_train, "n_val_images": n_val, "ce_epochs": counts["ce"],
                "arcface_epochs": counts["arcface"], "estimated_minutes": choice["estimated_seconds"] / 60}
         write_json(path, rec)
-        data = (f" ({step_ips:.0f} for the step, {1e3 * data_seconds:.2f} ms per image of loading and augmentation"
-                f"{f' on {workers} workers' if workers > 0 else ''})" if data_probe is not None else "")
-        log(f"budget {cfg['budget_minutes']} min: probe measured {ips:.0f} training images/s{data} ({precision}); "
+        data = (f"{step_ips:.0f} for the step, {1e3 * data_seconds:.2f} ms per image of loading and augmentation"
+                f"{f' on {workers} workers' if workers > 0 else ''}; " if data_probe is not None else "")
+        log(f"budget {cfg['budget_minutes']} min: probe measured {ips:.0f} training images/s ({data}{precision}); "
             f"chose ce.epochs={counts['ce']}, arcface.epochs={counts['arcface']} (estimated "
             f"{rec['estimated_minutes']:.1f} min; reproduce with --set budget_minutes=0 --set ce.epochs={counts['ce']} "
             f"--set arcface.epochs={counts['arcface']})")
