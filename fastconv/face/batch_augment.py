@@ -8,9 +8,10 @@ the same random parameters from the same distributions and applies them to a uin
 ``x: (B, 3, S, S)`` in a handful of batched passes:
 
 * **Geometry, one bilinear ``grid_sample``.** Horizontal flip (p = 0.5), RandomResizedCrop (area
-  fraction ``a ~ U[crop_scale, 1]``, aspect ``r``, ``log r ~ U[log 0.9, log 1.1]``; the window's
-  half-sides ``w = min(1, sqrt(a r))``, ``h = min(1, sqrt(a / r))`` and centre ``c ~ U`` inside the
-  image, in coordinates where the image spans ``[-1, 1]``) and framing jitter (``jitter.reframe``:
+  fraction ``a ~ U[crop_scale, 1]``, aspect ``r``, ``log r ~ U[log 0.9, log 1.1]``, redrawn up to
+  10 times until the window's half-sides ``w = sqrt(a r)``, ``h = sqrt(a / r)`` fit, else the whole
+  image, as torchvision does; centre ``c ~ U`` inside the image, in coordinates where the image
+  spans ``[-1, 1]``) and framing jitter (``jitter.reframe``:
   factor ``f``, shift ``(dx, dy)``, angle ``t``) compose into one affine map from an output pixel
   ``o`` to the source pixel it samples::
 
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 __all__ = ["BatchAugment", "build_batch_augment", "affine_theta", "color_jitter"]
 
 GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+CROP_TRIES = 10                  # RandomResizedCrop's redraws of a window that does not fit
 
 
 def build_batch_augment(aug):
@@ -130,10 +132,7 @@ class BatchAugment:
         flip = (u[:, 0] < 0.5) if self.flip else torch.zeros(n, dtype=torch.bool)
         crop = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64).repeat(n, 1)
         if self.resized_crop:
-            area = self.crop_scale + (1 - self.crop_scale) * u[:, 1]
-            ratio = torch.exp(math.log(0.9) + (math.log(1.1) - math.log(0.9)) * u[:, 2])
-            w, h = torch.sqrt(area * ratio).clamp(max=1.0), torch.sqrt(area / ratio).clamp(max=1.0)
-            crop = torch.stack([(1 - w) * (2 * u[:, 3] - 1), (1 - h) * (2 * u[:, 4] - 1), w, h], 1)
+            crop = self._draw_crops(n, u[:, 1:5])
         framing = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64).repeat(n, 1)
         if self.framing:
             scale, shift, rot = self.framing_spec
@@ -143,6 +142,19 @@ class BatchAugment:
         color = max(0.0, 1 - j) + (1 + j - max(0.0, 1 - j)) * u[:, 9:12]
         order = torch.randperm(3) if j > 0 else torch.arange(3)
         return {"flip": flip, "crop": crop, "framing": framing, "color": color, "order": order}
+
+    def _draw_crops(self, n, u_pos, tries=CROP_TRIES):
+        """``(n, 4)`` crop windows (cx, cy, w, h) as torchvision's RandomResizedCrop draws them: area
+        fraction and aspect ratio are redrawn (up to ``tries`` times) until the window fits inside the
+        image, else the whole image; the position ``u_pos[:, 2:]`` is uniform over where it fits."""
+        area = self.crop_scale + (1 - self.crop_scale) * torch.rand(n, tries, dtype=torch.float64)
+        ratio = torch.exp(math.log(0.9) + (math.log(1.1) - math.log(0.9)) * torch.rand(n, tries, dtype=torch.float64))
+        w_all, h_all = torch.sqrt(area * ratio), torch.sqrt(area / ratio)
+        fits = (w_all <= 1) & (h_all <= 1)
+        first = fits.double().argmax(1)                       # the first try that fits (0 when none does)
+        w = torch.where(fits.any(1), w_all.gather(1, first[:, None])[:, 0], torch.ones(n, dtype=torch.float64))
+        h = torch.where(fits.any(1), h_all.gather(1, first[:, None])[:, 0], torch.ones(n, dtype=torch.float64))
+        return torch.stack([(1 - w) * (2 * u_pos[:, 2] - 1), (1 - h) * (2 * u_pos[:, 3] - 1), w, h], 1)
 
     def apply(self, x, params):
         """Augment uint8 ``x (B, 3, S, S)`` with drawn ``params`` -> float32 in [-1, 1]."""
