@@ -445,7 +445,12 @@ def test_verify_and_identify_score_with_the_stored_plda_back_end(make_client, tm
     llr = plda.score_matrix(e[3:4], e[:3])[0]
     order = np.argsort(-llr)
     assert [r["subject"] for r in hits["results"]] == [["A", "B", "C"][i] for i in order]
-    np.testing.assert_allclose([r["similarity"] for r in hits["results"]], llr[order], rtol=1e-5, atol=1e-5)
+    # an LLR is a sum of large terms that cancel (a fit on a few faces is ill-conditioned), so float32
+    # rounding in the service's embeddings is bounded relative to the terms, not to their sum
+    u, v = plda.transform(e[3:4])[0], plda.transform(e[:3])
+    terms = np.abs(v * v) @ np.abs(plda.a) + np.abs(v) @ np.abs(plda.b * u) + np.abs(u * u) @ np.abs(plda.a)
+    got = np.array([r["similarity"] for r in hits["results"]])
+    assert (np.abs(got - llr[order]) <= 1e-5 * (terms[order] + abs(plda.c) + 1.0)).all()
     assert [r["accepted"] for r in hits["results"]] == [bool(v >= plda.threshold) for v in llr[order]]
     assert hits["scorer"] == "plda" and hits["threshold_kind"] == "log-likelihood ratio"
     r = c.post("/api/v1/identify", files=_files(img=imgs[3]), data={"top_k": "0"})
