@@ -31,6 +31,17 @@ def build_transform(aug, size):
     return v2.Compose(ops) if ops else None
 
 
+def build_training_augment(aug, size):
+    """-> (per-image transform for the loader or None, batch function uint8 ``(B, 3, S, S)`` -> normalised
+    float32): with ``augment.batched`` the loader does nothing and :class:`batch_augment.BatchAugment` does
+    it all on the batch; else the v2 pipeline per image and ``data.normalize`` on the batch."""
+    from .batch_augment import build_batch_augment
+    from .data import normalize
+
+    batched = build_batch_augment(aug)
+    return (None, batched) if batched is not None else (build_transform(aug, size), normalize)
+
+
 def build_batch_mix(stage, num_classes):
     """CutMix and/or MixUp (v2.RandomChoice of the enabled ones) from a stage config, or None.
 

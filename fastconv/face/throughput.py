@@ -79,22 +79,20 @@ def measure_data(cfg, images, labels, num_classes, n_images=256, warmup=16):
     it unchanged save and restore it). ``warmup`` images first (lazy imports, first-call set-up), then
     up to ``n_images`` timed: the median over batches of seconds / images.
     """
-    from .augment import build_batch_mix, build_transform
-    from .batch_augment import build_batch_augment
-    from .data import FaceDataset, normalize
+    from .augment import build_batch_mix, build_training_augment
+    from .data import FaceDataset
 
     if n_images < 1 or warmup < 0:
         raise ValueError(f"need n_images >= 1 and warmup >= 0, got n_images={n_images}, warmup={warmup}")
-    batched = build_batch_augment(cfg["augment"])
-    dataset = FaceDataset(images, labels, transform=None if batched is not None
-                          else build_transform(cfg["augment"], cfg["data"]["size"]))
+    transform, prepare_batch = build_training_augment(cfg["augment"], cfg["data"]["size"])
+    dataset = FaceDataset(images, labels, transform=transform)
     mix = build_batch_mix(cfg["ce"], num_classes)
     bs = max(1, min(cfg["ce"]["batch_size"], n_images, len(dataset)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=True, drop_last=True, num_workers=0)
     for i in range(min(warmup, len(dataset))):
         dataset[i]
-    if batched is not None and len(dataset):
-        batched(torch.from_numpy(images[:bs]))
+    if len(dataset):
+        prepare_batch(torch.from_numpy(images[:bs]))
     per_image, seen, it = [], 0, iter(loader)
     while seen < n_images:
         t0 = time.perf_counter()
@@ -102,7 +100,7 @@ def measure_data(cfg, images, labels, num_classes, n_images=256, warmup=16):
         if batch is None:
             break
         x, y = batch
-        x = batched(x) if batched is not None else normalize(x)
+        x = prepare_batch(x)
         if cfg["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         if mix is not None:

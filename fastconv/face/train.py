@@ -23,8 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .augment import build_batch_mix, build_transform
-from .batch_augment import build_batch_augment
+from .augment import build_batch_mix, build_training_augment
 from .checkpoint import CheckpointError, check_finite_weights, load_checkpoint, save_checkpoint
 from .config import STAGES
 from .data import FaceDataset, normalize
@@ -216,7 +215,7 @@ class _Run:
     best_eer: float = float("inf")
     last_val: "dict | None" = None
     epochs_done: int = 0
-    batch_augment: object = None  # batch_augment.BatchAugment (augment.batched), else None: the loader's transform
+    prepare_batch: object = normalize  # uint8 batch -> normalised float (augment.build_training_augment)
 
     @property
     def is_main(self):
@@ -341,8 +340,7 @@ def run_epoch(run, stage, epoch):
     for step_in_epoch, (x, y) in enumerate(stage.loader):
         if cfg["max_steps"] > 0 and step_in_epoch >= cfg["max_steps"]:
             break
-        x = x.to(device, non_blocking=True)
-        x = run.batch_augment(x) if run.batch_augment is not None else normalize(x)
+        x = run.prepare_batch(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
         if cfg["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -459,9 +457,9 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
         from .prepare import prepare_data
 
         data = prepare_data(cfg, split=split, progress=progress and rank == 0)
+    workers = _loader_workers(cfg, device)
     if cfg["budget_minutes"] > 0:
-        cfg = _apply_budget(cfg, out_dir, data, resume, precision, world, time.time() - t_start,
-                            _loader_workers(cfg, device))
+        cfg = _apply_budget(cfg, out_dir, data, resume, precision, world, time.time() - t_start, workers)
     backbone = get_model(cfg["model"]["name"], cfg["model"]["embedding_size"], **model_kwargs(cfg)).to(device)
     if cfg["channels_last"]:
         backbone = backbone.to(memory_format=torch.channels_last)
@@ -474,10 +472,8 @@ def train(cfg, out_dir, resume=False, split=None, progress=True, stop_after_epoc
                history=list(state["history"]) if state else [],
                best_eer=state["best_eer"] if state else float("inf"))
     run.last_val = run.history[-1] if run.history else None
-    run.batch_augment = build_batch_augment(cfg["augment"])
-    dataset = FaceDataset(data["images"], data["labels"], transform=None if run.batch_augment is not None
-                          else build_transform(cfg["augment"], cfg["data"]["size"]))
-    workers = _loader_workers(cfg, device)
+    transform, run.prepare_batch = build_training_augment(cfg["augment"], cfg["data"]["size"])
+    dataset = FaceDataset(data["images"], data["labels"], transform=transform)
     start_stage = state["stage_index"] if state else 0
     for si, stage_name in enumerate(STAGES):
         st = cfg[stage_name]
